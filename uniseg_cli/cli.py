@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from uniseg_cli.errors import UnisegError, UsageError
+from uniseg_cli.data.base import DatasetSpec  # noqa: F401  (used in annotations)
 from uniseg_cli.ui import console, emit, set_json_mode
 
 app = typer.Typer(
@@ -68,6 +69,7 @@ def inspect_cmd(
 
     Exit 3 if the artifact is missing, incomplete or corrupt.
 
+    \b
     Examples:
       uniseg inspect artifacts/label-features/3f9a2c1e0b7d
       uniseg inspect artifacts/training/0a1b2c3d4e5f --json | jq .lineage
@@ -120,6 +122,7 @@ def run_cmd(
     A stage is current when an artifact with the same run id (kind, params and input hashes)
     exists and verifies. Writes pipeline.lock beside the pipeline file.
 
+    \b
     Examples:
       uniseg run                      # pipeline.yaml
       uniseg run --dry-run            # what would run, and why
@@ -133,6 +136,138 @@ def run_cmd(
         pipeline, force=force or [], from_stage=from_stage, until=until, dry_run=dry_run, artifacts=artifacts
     )
     emit(result) if json_out else None
+
+
+DatasetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--dataset",
+        help="A dataset: PATH (generic format) or NAME=FORMAT:ROOT, optionally suffixed @unseen. Repeatable; "
+        "replaces the pipeline's datasets.",
+    ),
+]
+
+
+def parse_dataset_arg(text: str) -> "DatasetSpec":
+    """``PATH`` | ``NAME=PATH`` | ``NAME=FORMAT:ROOT``, each optionally ending in ``@train``/``@unseen``."""
+    from uniseg_cli.data.base import DatasetSpec
+
+    role = "train"
+    if text.endswith("@unseen") or text.endswith("@train"):
+        text, role = text.rsplit("@", 1)
+    if "=" in text:
+        name, rest = text.split("=", 1)
+        fmt, root = ("generic", rest)
+        if ":" in rest and not Path(rest).exists():
+            fmt, root = rest.split(":", 1)
+    else:
+        root, fmt = text, "generic"
+        name = None
+        ly = Path(root) / "labels.yaml"
+        if ly.exists():
+            import yaml
+
+            try:
+                name = (yaml.safe_load(ly.read_text()) or {}).get("name")
+            except yaml.YAMLError:
+                name = None
+        name = name or Path(root).resolve().name
+    if not name:
+        raise UsageError(f"--dataset {text!r}: empty dataset name", hint="use PATH or NAME=FORMAT:ROOT.")
+    return DatasetSpec(name=str(name), root=str(Path(root).resolve()), format=fmt, role=role)
+
+
+def _run_stage(
+    name: str,
+    flags: dict[str, Any],
+    *,
+    pipeline: Path | None,
+    datasets: list[str] | None,
+    inputs: dict[str, Any] | None = None,
+    artifacts: Path | None,
+    force: bool,
+    json_out: bool,
+    dry_run: bool,
+    extra_inputs: list | None = None,
+    human: Any = None,
+):
+    """The body shared by every stage command.
+
+    Merges the pipeline section (``--pipeline``) with the flags (flags win), resolves the
+    upstream artifacts (a path, a run id, or the newest of that kind) and the datasets, then runs
+    the stage (exit 4 if the same run exists, unless ``--force``). Prints the result: one JSON
+    object with ``--json``, else ``human(artifact)``'s lines and the artifact path last.
+    """
+    from uniseg_cli import artifacts as A
+    from uniseg_cli import stages as S
+    from uniseg_cli.pipeline import ensure_synth, load_pipeline, stage_context
+
+    set_json_mode(json_out)
+    p = load_pipeline(pipeline) if pipeline is not None else None
+    root = A.artifacts_root(artifacts or (p.artifacts if p else None))
+    if datasets:
+        ds = [parse_dataset_arg(d) for d in datasets]
+    elif p is not None:
+        if not dry_run:
+            ensure_synth(p)
+        ds = p.datasets
+    else:
+        ds = []
+    spec = S.get_stage(name)
+    if spec.datasets != "none" and not ds:
+        raise UsageError(
+            f"{name} needs datasets, and none were given",
+            hint="pass --dataset PATH (repeatable) or --pipeline pipeline.yaml.",
+        )
+    for d in ds:
+        if not Path(d.root).exists():
+            from uniseg_cli.errors import DataError
+
+            raise DataError(f"dataset {d.name}: root {d.root} does not exist", hint="check the path, or run `uniseg synth`.")
+    ups = S.resolve_upstream(spec, inputs or {}, root)
+    ctx = stage_context(
+        p, name, flags=flags, inputs=ups, datasets=ds, root=root, force=force, argv=["uniseg", *sys.argv[1:]],
+        extra_inputs=extra_inputs,
+    )
+    if dry_run:
+        from uniseg_cli.config import to_dict
+
+        run_id = ctx.run_id()
+        existing = A.find_artifact(root, spec.kind, run_id, check=False)
+        result = {
+            "stage": name,
+            "kind": spec.kind,
+            "run_id": run_id,
+            "path": str(A.artifact_dir(root, spec.kind, run_id)),
+            "exists": existing is not None,
+            "inputs": [r.to_json() for r in ctx.input_refs()],
+            "params": to_dict(ctx.params),
+            "dry_run": True,
+        }
+        if json_out:
+            emit(result)
+        else:
+            from uniseg_cli.ui import out
+
+            out(f"{name} {run_id} ({'exists' if existing else 'would run'})")
+            for r in result["inputs"]:
+                out(f"  input  {r['kind']} {r['run_id']} sha256:{r['sha256'][:12]}")
+            for k, v in sorted(result["params"].items()):
+                out(f"  param  {k} = {json.dumps(v)}")
+        return None
+    art, _ = S.execute(ctx)
+    result = {"stage": name, "kind": art.kind, "run_id": art.run_id, "path": str(art.path)}
+    if spec.summary is not None:
+        result["summary"] = spec.summary(art)
+    if json_out:
+        emit(result)
+    else:
+        from uniseg_cli.ui import out
+
+        if human is not None:
+            human(art)
+        out(str(art.path))
+    return art
 
 
 # ------------------------------------------------------------------------------------ datasets (issue 3)

@@ -109,10 +109,15 @@ def run_id_for(kind: str, params: Any, inputs: Sequence["InputRef"] = ()) -> str
     return sha256_json(recipe)[:12]
 
 
+def _secretish(name: str) -> bool:
+    n = name.lower().replace("-", "_")
+    return any(s in n for s in SECRET_KEYS)
+
+
 def redact(obj: Any) -> Any:
     """Drop values under secret-looking keys and mask secret-looking argv values."""
     if isinstance(obj, Mapping):
-        return {k: ("***" if any(s in str(k).lower() for s in SECRET_KEYS) else redact(v)) for k, v in obj.items()}
+        return {k: ("***" if _secretish(str(k)) else redact(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         out, mask_next = [], False
         for v in obj:
@@ -120,7 +125,7 @@ def redact(obj: Any) -> Any:
                 out.append("***")
                 mask_next = False
                 continue
-            if isinstance(v, str) and v.startswith("--") and any(s in v.lower() for s in SECRET_KEYS):
+            if isinstance(v, str) and v.startswith("--") and _secretish(v.split("=", 1)[0]):
                 if "=" in v:
                     out.append(v.split("=", 1)[0] + "=***")
                 else:

@@ -146,7 +146,7 @@ def load_pipeline(path: str | Path, *, check_roots: bool = True) -> Pipeline:
         for k in d:
             if k not in DATASET_KEYS:
                 err(("datasets", i, k), f"unknown key {k!r} in a dataset (known: {', '.join(sorted(DATASET_KEYS))})")
-                bad = True
+        d = {k: v for k, v in d.items() if k in DATASET_KEYS}
         for k in ("name", "root"):
             if k not in d:
                 err(("datasets", i), f"dataset #{i + 1} has no {k}")

@@ -309,9 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print("Aborted.")
         sys.exit(130)
     except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        if _is_click_exception(e):
             e.show()
             sys.exit(e.exit_code)
         if debug:
@@ -319,6 +317,18 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"Error: unexpected {type(e).__name__}: {e}", markup=False, highlight=False)
         console.print("Hint:  re-run with --debug (or UNISEG_DEBUG=1) for the traceback, and report it.", markup=False)
         sys.exit(1)
+
+
+def _is_click_exception(e: BaseException) -> bool:
+    """typer >= 0.20 vendors click as typer._click; accept either."""
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            cls = __import__(mod, fromlist=["ClickException"]).ClickException
+        except ImportError:
+            continue
+        if isinstance(e, cls):
+            return True
+    return False
 
 
 def _print_error(e: UnisegError) -> None:

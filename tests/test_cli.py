@@ -1,0 +1,95 @@
+"""The CLI surface: every command has help and is in the README; errors print Error/Hint and exit by class."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from uniseg_cli import errors as E
+from uniseg_cli.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _commands():
+    group = typer.main.get_command(app)
+    out = []
+
+    def walk(g, prefix):
+        for name, cmd in g.commands.items():
+            full = f"{prefix} {name}".strip()
+            if hasattr(cmd, "commands"):
+                walk(cmd, full)
+            else:
+                out.append((full, cmd))
+
+    walk(group, "")
+    return out
+
+
+def test_every_command_has_help_and_is_in_the_readme(cli):
+    readme = (ROOT / "README.md").read_text()
+    cmds = _commands()
+    assert {"run", "inspect"} <= {c for c, _ in cmds}
+    for name, cmd in cmds:
+        assert (cmd.help or "").strip(), f"`uniseg {name}` has no help text"
+        code, out, err = cli(*name.split(), "--help")
+        assert code == 0 and "Usage:" in out, name
+        assert f"uniseg {name}" in readme, f"`uniseg {name}` is not described in README.md"
+
+
+def test_every_command_has_a_json_flag_where_it_prints_results():
+    for name, cmd in _commands():
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        assert "--json" in opts, f"`uniseg {name}` has no --json"
+
+
+def test_exit_code_table():
+    assert E.EXIT_CODES == {"ok": 0, "failed": 1, "usage": 2, "artifact": 3, "exists": 4, "data": 5,
+                            "service": 6, "interrupted": 130}
+    assert issubclass(E.ArtifactError, E.UnisegError)
+
+
+def test_known_error_prints_error_and_hint_without_traceback(cli, tmp_path):
+    code, out, err = cli("inspect", str(tmp_path / "nope"))
+    assert code == 3
+    assert err.startswith("Error: ") and "Hint:" in err and "Traceback" not in err
+    assert out == ""
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    code, out, err = cli("--debug", "inspect", str(tmp_path / "nope"))
+    assert code == 3 and "Traceback" in err
+
+
+def test_usage_error_is_exit_2(cli):
+    code, out, err = cli("run", "--no-such-flag")
+    assert code == 2
+
+
+def test_inspect_prints_lineage_and_verifies(cli, tmp_path):
+    from uniseg_cli import artifacts as A
+
+    with A.publish(tmp_path, "label-descriptions", {"p": 1}) as st:
+        (st.dir / "descriptions.parquet").write_bytes(b"d")
+    up = st.artifact
+    with A.publish(tmp_path, "label-features", {"p": 2}, [up.ref()]) as st:
+        (st.dir / "features.h5").write_bytes(b"f")
+    down = st.artifact
+    code, out, err = cli("inspect", str(down.path), "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["verified"] and rep["kind"] == "label-features"
+    assert rep["lineage"][0]["kind"] == "label-descriptions" and rep["lineage"][0]["found"]
+    code, out, err = cli("inspect", str(down.path))
+    assert code == 0 and "label-descriptions" in out and "verified" in err
+    (down.path / "features.h5").write_bytes(b"F")
+    code, out, err = cli("inspect", str(down.path), "--json")
+    assert code == 3 and json.loads(out)["verified"] is False and "features.h5" in err
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "uniseg_cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "inspect" in r.stdout

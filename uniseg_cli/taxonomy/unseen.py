@@ -245,6 +245,13 @@ def unseen_taxonomy(
         raise UsageError(f"unseen taxonomy: {target} has {len(target_classes)} classes, the histogram {n_tgt} rows")
     m = np.zeros((n_tgt, n_out), dtype=bool)
     m[np.asarray(mapping), np.arange(n_out)] = True
+    uncovered = [target_classes[c] for c in np.flatnonzero(~m.any(axis=1))]
+    if uncovered:
+        raise UsageError(
+            f"unseen mapping for {target}: the model has {n_out} output classes for {n_tgt} target classes, so "
+            f"{', '.join(map(repr, uncovered[:5]))} get no node and the mapping is not a valid taxonomy",
+            hint="report the mIoU (uncovered classes score 0), or evaluate a model with at least as many outputs.",
+        )
     iou = iou_matrix(fit_hist)
     rows = fit_hist.sum(axis=1, keepdims=True)
     share = np.where(rows > 0, fit_hist / np.maximum(rows, 1), 0.0)

@@ -1,0 +1,207 @@
+"""Appendix B node clustering: hand-computed costs, planted clusters, bounds on N, the integer program."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from uniseg_cli.errors import UsageError
+from uniseg_cli.taxonomy.clustering import (
+    ClusterParams,
+    admissible,
+    cluster_cost,
+    estimate_nodes,
+    global_rates,
+    grow_candidates,
+    rates_from_confusion,
+    select_clusters,
+    self_accuracy,
+)
+from uniseg_cli.taxonomy.confusion import random_world, read_confusion, simulate_confusion, write_confusion
+
+# Two datasets A, B with two classes each; rows = ground truth, columns = head prediction (100 px per class).
+TOY = [
+    [np.array([[90, 10], [20, 80]]), np.array([[85, 15], [30, 70]])],
+    [np.array([[93, 7], [5, 95]]), np.array([[95, 5], [10, 90]])],
+]
+
+
+def test_rates_and_self_accuracy_of_every_dataset():
+    R = rates_from_confusion(TOY)
+    np.testing.assert_allclose(R[0][1], [[0.85, 0.15], [0.30, 0.70]])
+    acc = self_accuracy(R)
+    # B2: the second dataset's self-accuracy is its own diagonal, not zero
+    np.testing.assert_allclose(acc[0], [0.90, 0.80])
+    np.testing.assert_allclose(acc[1], [0.95, 0.90])
+
+
+def test_admissibility_by_hand():
+    R = rates_from_confusion(TOY)
+    acc = self_accuracy(R)
+    # tau 0.4: A0~B0 (0.85 > 0.5, 0.93 > 0.55) and A1~B1 (0.70 > 0.4, 0.95 > 0.5); off-diagonal fail
+    np.testing.assert_array_equal(admissible(R, acc, 0, 1, 0.4), [[True, False], [False, True]])
+    # tau 0.1: A1~B1 needs 0.70 > 0.70 (strict) -> no; A0~B0 needs 0.85 > 0.8 and 0.93 > 0.85 -> yes
+    np.testing.assert_array_equal(admissible(R, acc, 0, 1, 0.1), [[True, False], [False, False]])
+    # a row without pixels (acc 0) is never admissible: R > max(0 - tau, 0) = 0 fails
+    empty = [[np.array([[0, 0], [20, 80]]), TOY[0][1] * np.array([[0], [1]])], TOY[1]]
+    R2 = rates_from_confusion(empty)
+    assert not admissible(R2, self_accuracy(R2), 0, 1, 0.4)[0].any()
+
+
+def test_cost_by_hand():
+    R = rates_from_confusion(TOY)
+    acc = self_accuracy(R)
+    # cost({A0,B0}) = [0.90 - (0.90 + 0.85)/2] + [0.95 - (0.93 + 0.95)/2] = 0.025 + 0.010
+    assert cluster_cost([(0, 0), (1, 0)], R, acc) == pytest.approx(0.035)
+    assert cluster_cost([(0, 1), (1, 1)], R, acc) == pytest.approx(0.05 - 0.025)
+    assert cluster_cost([(0, 0)], R, acc) == pytest.approx(0.0)  # a label alone loses nothing
+    res = estimate_nodes(TOY, ["A", "B"])
+    assert res.clusters == [((0, 0), (1, 0)), ((0, 1), (1, 1))]
+    assert res.num_nodes == 2
+    assert res.objective == pytest.approx((2 * 0.035 - 0.5) + (2 * 0.025 - 0.5))
+    # a tighter pair threshold drops the A0~B0 pair (cost 0.035) but keeps A1~B1 (0.025)
+    res = estimate_nodes(TOY, ["A", "B"], ClusterParams(pair_cost_threshold=0.03))
+    assert res.clusters == [((0, 1), (1, 1))] and res.num_nodes == 3
+    assert res.merge_counts() == {"A": {"B": 1}}
+
+
+def test_vectorised_growth_costs_match_the_reference_formula():
+    rng = np.random.default_rng(3)
+    M = random_world([6, 9, 7, 5], 14, rng)
+    H = simulate_confusion(M, rng, shift=1.0)
+    R = rates_from_confusion(H)
+    acc = self_accuracy(R)
+    Rg, accg, src, off = global_rates(R)
+    levels = grow_candidates(Rg, accg, src, off, ClusterParams())
+    assert len(levels) >= 3  # the world is easy enough to grow clusters of 4
+    for cl, costs in levels:
+        for members, c in zip(cl, costs):
+            local = [(int(src[g]), int(g - off[src[g]])) for g in members]
+            assert c == pytest.approx(cluster_cost(local, R, acc), abs=1e-12)
+            assert len({d for d, _ in local}) == len(local)  # one label per dataset
+
+
+def _planted(names, classes, universal, seed=0):
+    memb = []
+    for cls in classes:
+        m = np.zeros((len(cls), len(universal)), dtype=bool)
+        for i, parts in enumerate(cls.values()):
+            for u in parts:
+                m[i, universal.index(u)] = True
+        memb.append(m)
+    rng = np.random.default_rng(seed)
+    mass = [np.full(len(universal), 1000.0) for _ in classes]  # an even coarse-vs-fine split
+    return simulate_confusion(memb, rng, acc_range=(0.75, 0.95), shift=1.0, mass=mass)
+
+
+def test_planted_equal_classes_and_coarse_fine_split_are_recovered():
+    universal = ["road", "sky", "car", "truck", "person", "tree", "building"]
+    A = {"road": ["road"], "sky": ["sky"], "vehicle": ["car", "truck"], "person": ["person"], "tree": ["tree"]}
+    B = {"street": ["road"], "sky": ["sky"], "car": ["car"], "truck": ["truck"], "pedestrian": ["person"],
+         "building": ["building"]}
+    for seed in range(5):
+        res = estimate_nodes(_planted(["A", "B"], [A, B], universal, seed), ["A", "B"])
+        assert res.clusters == [((0, 0), (1, 0)), ((0, 1), (1, 1)), ((0, 3), (1, 4))], seed
+        # the coarse label and both fine labels stay apart, so a later many-to-one mapping can relate them
+        assert set(res.singletons) == {(0, 2), (0, 4), (1, 2), (1, 3), (1, 5)}
+        assert res.num_nodes == 8
+
+
+def test_planted_three_datasets_grow_to_full_clusters():
+    universal = ["road", "sky", "car", "truck", "person", "grass"]
+    A = {"road": ["road"], "sky": ["sky"], "vehicle": ["car", "truck"], "person": ["person"]}
+    B = {"road": ["road"], "car": ["car"], "truck": ["truck"], "person": ["person"], "grass": ["grass"]}
+    C = {"road": ["road"], "sky": ["sky"], "car": ["car"], "human": ["person"]}
+    res = estimate_nodes(_planted("ABC", [A, B, C], universal), list("ABC"))
+    assert sorted(res.clusters) == sorted([
+        ((0, 0), (1, 0), (2, 0)), ((0, 1), (2, 1)), ((1, 1), (2, 2)), ((0, 3), (1, 3), (2, 3))])
+    assert set(res.singletons) == {(0, 2), (1, 2), (1, 4)}
+    m = res.mappings()
+    assert all(v.sum(axis=1).tolist() == [1] * v.shape[0] for v in m.values())
+    assert res.merge_counts() == {"A": {"B": 2, "C": 3}, "B": {"C": 3}}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+    seed=st.integers(0, 10_000),
+    shift=st.floats(0.85, 1.0),
+    tau=st.floats(0.0, 1.0),
+    reward=st.floats(0.0, 2.0),
+    raw=st.booleans(),
+)
+def test_node_count_between_largest_label_space_and_total(sizes, seed, shift, tau, reward, raw):
+    rng = np.random.default_rng(seed)
+    if raw:  # arbitrary counts, including empty rows
+        H = [[rng.integers(0, 5, size=(a, b)).astype(float) for b in sizes] for a in sizes]
+    else:
+        H = simulate_confusion(random_world(sizes, max(sizes) + 3, rng), rng, shift=shift)
+    p = ClusterParams(tau=tau, merge_reward=reward, extension_cost_threshold=1.0)
+    res = estimate_nodes(H, [f"d{i}" for i in range(len(sizes))], p)
+    assert max(sizes) <= res.num_nodes <= sum(sizes)
+    for name, m in res.mappings().items():
+        assert (m.sum(axis=1) == 1).all(), name  # every label in exactly one node
+    cols = np.concatenate([m for m in res.mappings().values()], axis=0)
+    assert (cols.sum(axis=0) >= 1).all()
+    for members in res.clusters:  # at most one label per dataset per node
+        assert len({d for d, _ in members}) == len(members)
+
+
+def _packing_objective(clusters, coef, pick):
+    labels = [g for i in pick for g in clusters[i]]
+    return None if len(labels) != len(set(labels)) else float(sum(coef[i] for i in pick))
+
+
+def test_integer_program_is_integral_and_beats_single_merges_and_the_lp():
+    # an odd cycle of pairs: the LP relaxation takes x = 1/2 each (objective -0.75); only one may be chosen
+    clusters = [np.array([0, 1]), np.array([1, 2]), np.array([0, 2])]
+    sel = select_clusters(clusters, np.zeros(3), 3, ClusterParams())
+    assert len(sel.chosen) == 1 and sel.objective == pytest.approx(-0.5)
+    np.testing.assert_allclose(sel.x, np.round(sel.x), atol=1e-9)
+
+    rng = np.random.default_rng(7)
+    M = random_world([5, 6, 4, 5], 9, rng)
+    H = simulate_confusion(M, rng, shift=0.97)
+    p = ClusterParams(extension_cost_threshold=1.0, pair_cost_threshold=0.2, tau=0.6)
+    R = rates_from_confusion(H)
+    Rg, accg, src, off = global_rates(R)
+    levels = grow_candidates(Rg, accg, src, off, p)
+    clusters = [row for cl, _ in levels for row in cl]
+    costs = np.concatenate([c for _, c in levels])
+    sel = select_clusters(clusters, costs, int(off[-1]), p)
+    assert sel.status == "optimal"
+    np.testing.assert_allclose(sel.x, np.round(sel.x), atol=1e-9)  # integral, not a relaxation
+    assert _packing_objective(clusters, sel.coef, sel.chosen) == pytest.approx(sel.objective)
+    assert all(sel.objective <= c + 1e-9 for c in sel.coef)  # no single merge does better
+    assert sel.objective <= 0.0
+    # exact on the cheapest 14 candidates: brute force over every packing
+    small = list(np.argsort(sel.coef)[:14])
+    sub = [clusters[i] for i in small]
+    sub_sel = select_clusters(sub, costs[small], int(off[-1]), p)
+    best = min(
+        v for r in range(len(sub) + 1) for pick in itertools.combinations(range(len(sub)), r)
+        if (v := _packing_objective(sub, sub_sel.coef, pick)) is not None
+    )
+    assert sub_sel.objective == pytest.approx(best)
+
+
+def test_bad_confusion_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"confusion\[0\]\[1\] has shape"):
+        estimate_nodes([[np.ones((2, 2)), np.ones((2, 3))], [np.ones((2, 2)), np.ones((2, 2))]], ["a", "b"])
+    with pytest.raises(UsageError, match="negative"):
+        estimate_nodes([[-np.ones((2, 2))]], ["a"])
+    with pytest.raises(UsageError, match="invalid|tau"):
+        from uniseg_cli.config import build_params
+
+        build_params(ClusterParams, {"tau": 3})
+
+
+def test_confusion_file_round_trip(tmp_path):
+    classes = {"A": ["x", "y"], "B": ["u", "v"]}
+    write_confusion(tmp_path / "c.h5", TOY, classes, kind="node-estimate", run_id="abc", split={"split": "val"})
+    H, cls, attrs = read_confusion(tmp_path / "c.h5")
+    assert cls == classes and attrs["run_id"] == "abc" and attrs["kind"] == "node-estimate"
+    np.testing.assert_array_equal(H[1][0], TOY[1][0])

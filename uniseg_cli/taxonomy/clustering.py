@@ -1,0 +1,347 @@
+"""Node clustering: the number of unified nodes and the initial mapping (METHOD.md §3, "Appendix B").
+
+Input: the cross-dataset pixel confusion ``hist[a][b]`` (n_a × n_b) of dataset a's ground truth
+against dataset b's head, for every ordered pair (a, b) including a == b.
+
+1. Rates ``R_a^b[i, j] = hist[a][b][i, j] / Σ_j' hist[a][b][i, j']`` (a row of zeros stays zero)
+   and self-accuracy ``acc_a(i) = R_a^a[i, i]`` — written correctly for *every* dataset (the
+   public code stored it at the wrong row, so it was 0 for every non-Cityscapes class: bug B2).
+2. A pair (a_i, b_j), a ≠ b, is admissible iff ``R_a^b[i,j] > max(acc_a(i) − τ, 0)`` and
+   ``R_b^a[j,i] > max(acc_b(j) − τ, 0)``, and it is *valid* if also ``cost({a_i, b_j}) ≤
+   pair_cost_threshold`` (0.05).
+3. ``cost(C) = Σ_{c∈C} [acc(c) − mean_{c'∈C} R_{src(c)}^{src(c')}[idx(c), idx(c')]]``: the recall
+   lost when c's pixels are credited to any member of C (the mean includes c itself).
+4. Growth: breadth-first over dataset tuples; a cluster is extended only with a label of a later
+   dataset that forms a valid pair with *every* member; extensions must cost ≤
+   ``extension_cost_threshold`` (τ = 0.4 in the public code), and per size only the
+   ``max_new_nodes[size]`` cheapest are kept.
+5. Selection: a real 0/1 integer program (scipy ``milp``/HiGHS, ``integrality=1``) minimising
+   ``Σ_C x_C (|C|·cost(C) − λ(|C| − 1))`` subject to every label lying in at most one selected
+   cluster. N = selected clusters + labels left alone.
+
+What this criterion can and cannot merge
+----------------------------------------
+Every cluster holds at most one label per dataset, so it only ever proposes *one-to-one*
+equivalences. A coarse label c of dataset A whose pixels another dataset B splits into fine labels
+f1, f2 is normally left alone together with f1 and f2: with an even split ``R_A^B[c, f1] ≈
+acc_A(c)/2``, so ``cost({c, f1}) ≈ acc_A(c)/4`` (≈ 0.2 for a good head) is far above 0.05, and the
+admissibility test ``R_A^B[c, f1] > acc_A(c) − τ`` also fails once acc_A(c) > 2τ. The three labels
+become three nodes, so the coarse-vs-fine relation stays *recoverable*: the GNN/UOT stage, whose
+mappings are many-to-one, can later map c to both f1's and f2's nodes. Merging c with f1 would
+instead have hidden f2's pixels inside "c = f1". Only when one fine label takes nearly all of the
+coarse label's pixels (share s with ``acc·(1 − s)/2 ≲ 0.05``, i.e. s ≳ 0.9 for acc ≈ 0.9) is c
+merged with that dominant fine label; the rare remainder stays its own node. Labels never seen in
+the held-out images (all-zero rows) have acc = 0 and are never admissible, so they stay alone.
+Because every cluster has ≤ 1 label of the largest dataset, ``max_d n_d ≤ N ≤ Σ_d n_d``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import numpy as np
+
+from uniseg_cli.errors import UnisegError, UsageError
+
+#: The public code's caps on candidates kept per cluster size (size 2: 3500 pairs).
+DEFAULT_MAX_NEW_NODES: tuple[int, ...] = (3500, 4000, 3000, 1500, 1000, 500)  # sizes 2, 3, 4, 5, 6, 7 (and up)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterParams:
+    """Thresholds of Appendix B (defaults: the public code's values)."""
+
+    tau: float = 0.4  # admissibility slack: R_a^b[i,j] > max(acc_a(i) - tau, 0) both ways
+    pair_cost_threshold: float = 0.05  # a valid pair costs at most this
+    extension_cost_threshold: float = 0.4  # a grown cluster (size >= 3) costs at most this (tau in the public code)
+    merge_reward: float = 0.5  # lambda: the objective rewards each merge by this much
+    max_new_nodes: tuple[int, ...] = DEFAULT_MAX_NEW_NODES  # candidates kept per size 2, 3, ...; the last repeats
+    time_limit_s: float = 120.0  # HiGHS time limit for the integer program
+
+    def validate(self) -> None:
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must lie in [0, 1], got {self.tau}")
+        if self.pair_cost_threshold < 0 or self.extension_cost_threshold < 0:
+            raise ValueError("cost thresholds must be >= 0")
+        if self.merge_reward < 0:
+            raise ValueError(f"merge_reward must be >= 0, got {self.merge_reward}")
+        if not self.max_new_nodes or any(int(m) < 0 for m in self.max_new_nodes):
+            raise ValueError("max_new_nodes must be a non-empty list of counts >= 0")
+        if self.time_limit_s <= 0:
+            raise ValueError("time_limit_s must be > 0")
+
+    def cap(self, size: int) -> int:
+        caps = self.max_new_nodes
+        return int(caps[min(size - 2, len(caps) - 1)])
+
+
+@dataclasses.dataclass
+class ClusterResult:
+    """The selected clusters and the initial mapping.
+
+    ``clusters``: each a tuple of (dataset index, label id), datasets ascending; the unified node
+    ids are: the clusters in this order, then the labels left alone in (dataset, label) order.
+    """
+
+    datasets: list[str]
+    num_classes: list[int]
+    clusters: list[tuple[tuple[int, int], ...]]
+    cluster_costs: list[float]
+    singletons: list[tuple[int, int]]
+    objective: float
+    mip_status: str
+    candidates_per_size: dict[int, int]
+    timings: dict[str, float]
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.clusters) + len(self.singletons)
+
+    def nodes(self) -> list[tuple[tuple[int, int], ...]]:
+        """Members of every unified node, in node order."""
+        return list(self.clusters) + [(s,) for s in self.singletons]
+
+    def mappings(self) -> dict[str, np.ndarray]:
+        """Boolean (n_d, N) per dataset: label c of d is mapped to node u."""
+        out = {d: np.zeros((n, self.num_nodes), dtype=bool) for d, n in zip(self.datasets, self.num_classes)}
+        for u, members in enumerate(self.nodes()):
+            for d, c in members:
+                out[self.datasets[d]][c, u] = True
+        return out
+
+    def merge_counts(self) -> dict[str, dict[str, int]]:
+        """merges[a][b] (a before b in dataset order): selected clusters holding a label of both."""
+        out = {a: {b: 0 for b in self.datasets[i + 1:]} for i, a in enumerate(self.datasets[:-1])}
+        for members in self.clusters:
+            ds = sorted(d for d, _ in members)
+            for x in range(len(ds)):
+                for y in range(x + 1, len(ds)):
+                    out[self.datasets[ds[x]]][self.datasets[ds[y]]] += 1
+        return out
+
+
+# --------------------------------------------------------------------------------------------- rates
+
+
+def _check_hist(hist: Sequence[Sequence[np.ndarray]], num_classes: Sequence[int] | None = None) -> list[int]:
+    k = len(hist)
+    if k == 0:
+        raise UsageError("the confusion has no datasets", hint="estimate-nodes needs at least one training dataset.")
+    sizes = list(num_classes) if num_classes is not None else [np.asarray(hist[a][a]).shape[0] for a in range(k)]
+    for a in range(k):
+        if len(hist[a]) != k:
+            raise UsageError(f"confusion row {a} has {len(hist[a])} heads, expected {k}")
+        for b in range(k):
+            h = np.asarray(hist[a][b])
+            if h.shape != (sizes[a], sizes[b]):
+                raise UsageError(f"confusion[{a}][{b}] has shape {h.shape}, expected {(sizes[a], sizes[b])}")
+            if not np.all(np.isfinite(h)) or (h < 0).any():
+                raise UsageError(f"confusion[{a}][{b}] holds negative or non-finite counts")
+    return sizes
+
+
+def rates_from_confusion(hist: Sequence[Sequence[np.ndarray]]) -> list[list[np.ndarray]]:
+    """R[a][b] = row-normalised hist[a][b] (float64); rows without pixels stay all zero."""
+    _check_hist(hist)
+    out = []
+    for row in hist:
+        r = []
+        for h in row:
+            h = np.asarray(h, dtype=np.float64)
+            s = h.sum(axis=1, keepdims=True)
+            r.append(np.divide(h, s, out=np.zeros_like(h), where=s > 0))
+        out.append(r)
+    return out
+
+
+def self_accuracy(rates: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """acc_d(i) = R_d^d[i, i] for every dataset d (bug B2 fixed: the right entry for all datasets)."""
+    return [np.diag(np.asarray(rates[d][d])).astype(np.float64).copy() for d in range(len(rates))]
+
+
+def admissible(rates, acc, a: int, b: int, tau: float) -> np.ndarray:
+    """Bool (n_a, n_b): R_a^b[i,j] > max(acc_a(i) − τ, 0) and R_b^a[j,i] > max(acc_b(j) − τ, 0)."""
+    fwd = rates[a][b] > np.maximum(acc[a] - tau, 0.0)[:, None]
+    bwd = rates[b][a].T > np.maximum(acc[b] - tau, 0.0)[None, :]
+    return fwd & bwd
+
+
+def cluster_cost(members: Sequence[tuple[int, int]], rates, acc) -> float:
+    """cost(C) = Σ_c [acc(c) − mean_{c'∈C} R_{src(c)}^{src(c')}[idx(c), idx(c')]] (reference form)."""
+    total = 0.0
+    for da, i in members:
+        mean = np.mean([rates[da][db][i, j] for db, j in members])
+        total += acc[da][i] - mean
+    return float(total)
+
+
+def global_rates(rates) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(R (L, L), acc (L,), src (L,), offsets (k+1,)): all blocks in one matrix, rows in dataset order."""
+    sizes = [rates[a][a].shape[0] for a in range(len(rates))]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    R = np.block([[np.asarray(rates[a][b], dtype=np.float64) for b in range(len(sizes))] for a in range(len(sizes))])
+    if R.size == 0:
+        R = np.zeros((int(offsets[-1]),) * 2)
+    src = np.repeat(np.arange(len(sizes)), sizes)
+    return R, np.diag(R).copy(), src, offsets
+
+
+# --------------------------------------------------------------------------------------------- candidates
+
+
+def valid_pairs(R: np.ndarray, acc: np.ndarray, src: np.ndarray, p: ClusterParams) -> np.ndarray:
+    """Bool (L, L), symmetric: admissible pairs of different datasets whose cost ≤ the pair threshold."""
+    thr = np.maximum(acc - p.tau, 0.0)
+    fwd = R > thr[:, None]
+    adm = fwd & fwd.T & (src[:, None] != src[None, :])
+    pair_cost = 0.5 * (acc[:, None] + acc[None, :]) - 0.5 * (R + R.T)
+    # 1e-12: the cost of an exact tie is computed two ways; do not let rounding decide it
+    return adm & (pair_cost <= p.pair_cost_threshold + 1e-12)
+
+
+def _keep_cheapest(clusters: np.ndarray, costs: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(costs) <= cap:
+        order = np.lexsort(tuple(clusters.T[::-1]) + (costs,))
+    else:
+        order = np.lexsort(tuple(clusters.T[::-1]) + (costs,))[:cap]
+    return clusters[order], costs[order]
+
+
+def grow_candidates(R, acc, src, offsets, p: ClusterParams) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Candidate clusters per size: [(members int (m, k) global ids, costs (m,)) for k = 2, 3, ...].
+
+    Members are sorted by dataset; a size-k cluster is only extended with labels of datasets after
+    its last member's, so every cluster is generated once (breadth-first over dataset tuples).
+    """
+    V = valid_pairs(R, acc, src, p)
+    gi, gj = np.nonzero(np.triu(V))
+    cl = np.stack([gi, gj], axis=1).astype(np.int64)
+    costs = 0.5 * (acc[gi] + acc[gj]) - 0.5 * (R[gi, gj] + R[gj, gi])
+    cl, costs = _keep_cheapest(cl, costs, p.cap(2))
+    levels = [(cl, costs)]
+    k_ds = len(offsets) - 1
+    L = R.shape[0]
+    while len(cl) and cl.shape[1] < k_ds:
+        k = cl.shape[1]
+        sub = R[cl[:, :, None], cl[:, None, :]]  # (m, k, k)
+        sum_acc = acc[cl].sum(axis=1)  # (m,)
+        sum_sub = sub.sum(axis=(1, 2))
+        allowed = V[cl].all(axis=1)  # (m, L): valid with every member
+        first_after = offsets[src[cl[:, -1]] + 1]  # only later datasets
+        allowed &= np.arange(L)[None, :] >= first_after[:, None]
+        ci, h = np.nonzero(allowed)
+        if len(ci) == 0:
+            break
+        cross = R[cl[ci], h[:, None]].sum(axis=1) + R[h[:, None], cl[ci]].sum(axis=1)
+        new_cost = sum_acc[ci] + acc[h] - (sum_sub[ci] + cross + acc[h]) / (k + 1)
+        ok = new_cost <= p.extension_cost_threshold + 1e-12
+        new = np.concatenate([cl[ci[ok]], h[ok, None]], axis=1)
+        cl, costs = _keep_cheapest(new, new_cost[ok], p.cap(k + 1))
+        if len(cl) == 0:
+            break
+        levels.append((cl, costs))
+    return levels
+
+
+# --------------------------------------------------------------------------------------------- selection
+
+
+@dataclasses.dataclass
+class Selection:
+    """The integer program's answer: ``chosen`` indexes the candidates; ``x`` is HiGHS's raw solution."""
+
+    chosen: list[int]
+    objective: float
+    status: str
+    x: np.ndarray  # (n_candidates,) raw values (0 for candidates left out as never beneficial)
+    coef: np.ndarray  # (n_candidates,) objective coefficient of each candidate
+
+
+def select_clusters(clusters: list[np.ndarray], costs: np.ndarray, num_labels: int, p: ClusterParams) -> Selection:
+    """Solve the 0/1 program over candidate clusters (global label ids).
+
+    Minimise Σ_C x_C (|C|·cost(C) − λ(|C| − 1)) s.t. Σ_{C∋l} x_C ≤ 1 for every label l, x ∈ {0,1}.
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csc_array
+
+    sizes = np.array([len(c) for c in clusters], dtype=np.float64)
+    coef = sizes * np.asarray(costs, dtype=np.float64) - p.merge_reward * (sizes - 1)
+    # A cluster with coef >= 0 never improves a packing (x_C = 0 is feasible and no worse), so
+    # leaving it out keeps the program exact and small.
+    use = np.nonzero(coef < 0)[0]
+    x_full = np.zeros(len(clusters))
+    if len(use) == 0:
+        return Selection([], 0.0, "no beneficial candidate", x_full, coef)
+    rows = np.concatenate([np.asarray(clusters[i], dtype=np.int64) for i in use])
+    cols = np.repeat(np.arange(len(use)), [len(clusters[i]) for i in use])
+    A = csc_array((np.ones(len(rows)), (rows, cols)), shape=(num_labels, len(use)))
+    res = milp(
+        coef[use],
+        constraints=LinearConstraint(A, -np.inf, 1.0),
+        integrality=np.ones(len(use)),
+        bounds=Bounds(0.0, 1.0),
+        options={"time_limit": float(p.time_limit_s), "mip_rel_gap": 0.0, "presolve": True},
+    )
+    if res.x is None:
+        raise UnisegError(
+            f"the cluster-selection integer program found no solution ({res.message})",
+            hint="raise --time-limit-s, or lower max_new_nodes to shrink the program.",
+        )
+    x_full[use] = res.x
+    chosen = [int(i) for i in np.nonzero(np.round(x_full) == 1)[0]]
+    status = "optimal" if res.status == 0 else f"feasible ({res.message})"
+    return Selection(chosen, float(coef[chosen].sum()), status, x_full, coef)
+
+
+def estimate_nodes(
+    hist: Sequence[Sequence[np.ndarray]], datasets: Sequence[str], params: ClusterParams | None = None
+) -> ClusterResult:
+    """Appendix B end to end: confusion → rates → candidates → integer program → nodes.
+
+    Args:
+        hist: hist[a][b] float/int (n_a, n_b) pixel counts, a's ground truth vs b's head argmax.
+        datasets: names, in the order of ``hist``.
+        params: thresholds (defaults: the public code's).
+
+    Returns:
+        A :class:`ClusterResult`; ``result.mappings()`` gives bool (n_d, N) per dataset.
+    """
+    p = params or ClusterParams()
+    p.validate()
+    if len(datasets) != len(hist):
+        raise UsageError(f"{len(datasets)} dataset names for a confusion over {len(hist)} datasets")
+    sizes = _check_hist(hist)
+    t0 = time.perf_counter()
+    rates = rates_from_confusion(hist)
+    R, acc, src, offsets = global_rates(rates)
+    t1 = time.perf_counter()
+    levels = grow_candidates(R, acc, src, offsets, p)
+    t2 = time.perf_counter()
+    clusters = [row for cl, _ in levels for row in cl]
+    costs = np.concatenate([c for _, c in levels]) if levels else np.zeros(0)
+    selection = select_clusters(clusters, costs, int(offsets[-1]), p)
+    chosen, objective, status = list(selection.chosen), selection.objective, selection.status
+    t3 = time.perf_counter()
+
+    def local(g: int) -> tuple[int, int]:
+        return int(src[g]), int(g - offsets[src[g]])
+
+    chosen.sort(key=lambda i: tuple(clusters[i]))
+    used = np.zeros(int(offsets[-1]), dtype=bool)
+    sel = []
+    for i in chosen:
+        used[clusters[i]] = True
+        sel.append(tuple(local(int(g)) for g in clusters[i]))
+    return ClusterResult(
+        datasets=list(datasets),
+        num_classes=sizes,
+        clusters=sel,
+        cluster_costs=[float(costs[i]) for i in chosen],
+        singletons=[local(int(g)) for g in np.nonzero(~used)[0]],
+        objective=objective,
+        mip_status=status,
+        candidates_per_size={int(cl.shape[1]): int(len(cl)) for cl, _ in levels},
+        timings={"rates_s": t1 - t0, "growth_s": t2 - t1, "selection_s": t3 - t2},
+    )

@@ -1,0 +1,139 @@
+"""`uniseg predict`: inputs, sliding window, label spaces, outputs that never overwrite silently."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from uniseg_cli.errors import OutputExistsError, UsageError
+from uniseg_cli.stages.predict import (
+    PredictParams,
+    Predictor,
+    collect_images,
+    dataset_logits,
+    palette,
+    predict_logits,
+    run_predict,
+    windows,
+)
+from uniseg_cli.taxonomy.schema import Taxonomy
+
+
+def _tax():
+    # 5 channels; channel 4 is inactive. city: road(0), vehicle(1,2), sky(3); mall: floor(0), car(1), truck(2)
+    m_city = np.zeros((3, 5), bool)
+    m_city[0, 0] = m_city[1, 1] = m_city[1, 2] = m_city[2, 3] = True
+    m_mall = np.zeros((3, 5), bool)
+    m_mall[0, 0] = m_mall[1, 1] = m_mall[2, 2] = True
+    return Taxonomy.from_mappings({"city": m_city, "mall": m_mall},
+                                  datasets={"city": ["road", "vehicle", "sky"], "mall": ["floor", "car", "truck"]})
+
+
+def _pointwise(n_out=5, seed=0):
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(3, n_out, 1)
+    with torch.no_grad():
+        conv.bias[4] = 100.0  # the inactive channel would win everywhere if it were not masked
+    return conv.eval()
+
+
+def _write_images(folder, sizes):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        p = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_windows_cover_the_image_with_overlap():
+    ws = windows(100, 70, 32, 0.25)
+    cover = np.zeros((100, 70), int)
+    for y0, y1, x0, x1 in ws:
+        assert y1 - y0 == 32 and x1 - x0 == 32
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() >= 1 and cover.max() > 1
+    assert windows(20, 20, 32, 0.25) == [(0, 20, 0, 20)]
+    assert windows(20, 20, 0, 0.25) == [(0, 20, 0, 20)]
+
+
+def test_sliding_window_equals_whole_image_for_a_pointwise_model():
+    model = _pointwise()
+    img = np.random.default_rng(1).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    (_, full), = list(predict_logits(model, [(0, img)], tile=0))
+    (_, tiled), = list(predict_logits(model, [(0, img)], tile=24, overlap=0.3, batch_size=3))
+    assert full.shape == (5, 45, 70)
+    assert torch.allclose(full, tiled, atol=1e-5)
+
+
+def test_batches_across_images_keep_input_order():
+    model = _pointwise()
+    rng = np.random.default_rng(2)
+    imgs = [(k, rng.integers(0, 256, (h, 40, 3), dtype=np.uint8)) for k, h in enumerate([40, 40, 33, 40])]
+    alone = [list(predict_logits(model, [x], tile=0))[0][1] for x in imgs]
+    together = list(predict_logits(model, imgs, tile=0, batch_size=8))
+    assert [k for k, _ in together] == [0, 1, 2, 3]
+    for a, (_, b) in zip(alone, together):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_dataset_logits_sum_mapped_unified_logits():
+    z = torch.randn(5, 4, 4)
+    m = _tax().mapping("city")
+    d = dataset_logits(z, m)
+    assert torch.allclose(d[1], z[1] + z[2]) and torch.allclose(d[0], z[0])
+
+
+@pytest.mark.parametrize("space,n", [("unified", 5), ("city", 3), ("mall", 3)])
+def test_label_maps_lie_in_the_label_space(tmp_path, space, n):
+    paths = _write_images(tmp_path / "in" / "sub", [(32, 48), (40, 40)])
+    items = collect_images([tmp_path / "in"])
+    assert [it.name for it in items] == ["sub/img0", "sub/img1"]
+    pred = Predictor(forward=_pointwise(), taxonomy=_tax())
+    res = run_predict(pred, items, tmp_path / "out", PredictParams(space=space, tile=24, batch_size=2))
+    assert len(res["images"]) == 2 and res["num_classes"] == n
+    for entry, src in zip(res["images"], paths):
+        lab = np.asarray(Image.open(entry["label"]))
+        assert lab.dtype == np.uint8 and lab.shape == np.asarray(Image.open(src)).shape[:2]
+        assert lab.max() < n
+        if space == "unified":
+            assert 4 not in np.unique(lab)  # inactive channel masked
+        ov = Image.open(entry["overlay"])
+        assert ov.size == Image.open(src).size and ov.mode == "RGB"
+    classes = json.loads((tmp_path / "out" / "classes.json").read_text())
+    assert len(classes["classes"]) == n and classes["space"] == space
+
+
+def test_existing_outputs_need_force(tmp_path):
+    _write_images(tmp_path / "in", [(16, 16)])
+    items = collect_images([tmp_path / "in" / "img0.png"])
+    pred = Predictor(forward=_pointwise(), taxonomy=_tax())
+    run_predict(pred, items, tmp_path / "out", PredictParams())
+    before = (tmp_path / "out" / "labels" / "img0.png").stat().st_mtime_ns
+    with pytest.raises(OutputExistsError, match="--force|exist"):
+        run_predict(pred, items, tmp_path / "out", PredictParams())
+    assert (tmp_path / "out" / "labels" / "img0.png").stat().st_mtime_ns == before
+    run_predict(pred, items, tmp_path / "out", PredictParams(), force=True)
+
+
+def test_bad_inputs_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        collect_images([tmp_path / "nope.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no images"):
+        collect_images([tmp_path / "empty"])
+    _write_images(tmp_path / "a", [(8, 8)])
+    _write_images(tmp_path / "b", [(8, 8)])
+    with pytest.raises(UsageError, match="both be written"):
+        collect_images([tmp_path / "a" / "img0.png", tmp_path / "b" / "img0.png"])
+    pred = Predictor(forward=_pointwise(), taxonomy=_tax())
+    with pytest.raises(UsageError, match="--space 'zoo'"):
+        run_predict(pred, collect_images([tmp_path / "a"]), tmp_path / "o", PredictParams(space="zoo"))
+
+
+def test_palette_is_distinct_beyond_256():
+    p = palette(600)
+    assert p.shape == (600, 3) and len({tuple(c) for c in p}) == 600

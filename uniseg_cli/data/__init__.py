@@ -20,6 +20,20 @@ FORMAT_LAYOUTS: dict[str, str] = {}
 #: Built-in format name -> module that registers it.
 FORMAT_MODULES: dict[str, str] = {
     "generic": "uniseg_cli.data.generic",
+    # issue 9: the paper's datasets in their publishers' layouts
+    "cityscapes": "uniseg_cli.data.formats.cityscapes",
+    "mapillary": "uniseg_cli.data.formats.mapillary",
+    "sunrgbd": "uniseg_cli.data.formats.sunrgbd",
+    "bdd100k": "uniseg_cli.data.formats.bdd100k",
+    "idd": "uniseg_cli.data.formats.idd",
+    "ade20k": "uniseg_cli.data.formats.ade20k",
+    "coco_panoptic": "uniseg_cli.data.formats.coco_panoptic",
+    "wilddash2": "uniseg_cli.data.formats.wilddash2",
+    "kitti": "uniseg_cli.data.formats.kitti",
+    "camvid": "uniseg_cli.data.formats.camvid",
+    "scannet": "uniseg_cli.data.formats.scannet",
+    "pascal_voc": "uniseg_cli.data.formats.pascal_voc",
+    "pascal_context": "uniseg_cli.data.formats.pascal_context",
 }
 
 

@@ -278,9 +278,229 @@ def _run_stage(
 
 # ------------------------------------------------------------------------------------ estimate-nodes (issue 6)
 
+
+def _en_opt(help_text: str, *names: str):
+    return typer.Option(*names, help=help_text, show_default=False)
+
+
+@app.command("estimate-nodes")
+def estimate_nodes_cmd(
+    datasets: DatasetOpt = None,
+    pipeline: PipelineOpt = None,
+    multihead: Annotated[Optional[Path], _en_opt("Use this stage-1 checkpoint (a node-estimate dir or multihead.json); skip training.", "--multihead")] = None,
+    backbone: Annotated[Optional[str], _en_opt("Backbone: tiny, resnet18, hrnet_w48, ... [tiny]", "--backbone")] = None,
+    embed_dim: Annotated[Optional[int], _en_opt("Pixel-embedding size [64; paper 512].", "--embed-dim")] = None,
+    pretrained: Annotated[Optional[bool], _en_opt("Load ImageNet backbone weights [no].", "--pretrained/--no-pretrained")] = None,
+    iters: Annotated[Optional[int], _en_opt("Stage-1 training iterations [300; paper 100000].", "--iters")] = None,
+    images_per_dataset: Annotated[Optional[int], _en_opt("Images of every dataset per batch [2].", "--images-per-dataset")] = None,
+    crop_size: Annotated[Optional[int], _en_opt("Training crop size [64; paper 768].", "--crop-size")] = None,
+    lr: Annotated[Optional[float], _en_opt("AdamW learning rate [1e-3; paper 1e-4].", "--lr")] = None,
+    backbone_lr_mult: Annotated[Optional[float], _en_opt("Backbone LR multiplier [0.1].", "--backbone-lr-mult")] = None,
+    weight_decay: Annotated[Optional[float], _en_opt("AdamW weight decay [0.05].", "--weight-decay")] = None,
+    warmup_iters: Annotated[Optional[int], _en_opt("Linear warmup iterations [20].", "--warmup-iters")] = None,
+    warmup_factor: Annotated[Optional[float], _en_opt("LR factor at the first warmup iteration [0.001].", "--warmup-factor")] = None,
+    poly_power: Annotated[Optional[float], _en_opt("Poly decay power [0.9].", "--poly-power")] = None,
+    clip_grad_norm: Annotated[Optional[float], _en_opt("Gradient L2-norm clip, 0 = off [1.0; paper 0.01].", "--clip-grad-norm")] = None,
+    amp: Annotated[Optional[bool], _en_opt("Mixed precision on CUDA [on].", "--amp/--no-amp")] = None,
+    ohem_thresh: Annotated[Optional[float], _en_opt("OHEM probability threshold [0.7].", "--ohem-thresh")] = None,
+    ohem_min_kept: Annotated[Optional[float], _en_opt("OHEM minimum kept fraction [0.0625].", "--ohem-min-kept")] = None,
+    loss_weight: Annotated[Optional[list[str]], _en_opt("Per-dataset CE weight NAME=W (repeatable).", "--loss-weight")] = None,
+    checkpoint_every: Annotated[Optional[int], _en_opt("Iterations between checkpoints [100].", "--checkpoint-every")] = None,
+    workers: Annotated[Optional[int], _en_opt("Data-loader workers [0].", "--workers")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    confusion_split: Annotated[Optional[str], _en_opt("Split for the confusion [each dataset's val split].", "--confusion-split")] = None,
+    holdout_fraction: Annotated[Optional[float], _en_opt("Hold this share of train out of stage 1 and measure on it [0].", "--holdout-fraction")] = None,
+    confusion_max_images: Annotated[Optional[int], _en_opt("At most this many confusion images per dataset, 0 = all [0].", "--confusion-max-images")] = None,
+    eval_max_side: Annotated[Optional[int], _en_opt("Downscale confusion images with a longer side above this [1200].", "--eval-max-side")] = None,
+    tau: Annotated[Optional[float], _en_opt("Admissibility slack tau [0.4].", "--tau")] = None,
+    pair_cost_threshold: Annotated[Optional[float], _en_opt("Cost limit of a merged pair [0.05].", "--pair-cost-threshold")] = None,
+    extension_cost_threshold: Annotated[Optional[float], _en_opt("Cost limit of a grown cluster [0.4].", "--extension-cost-threshold")] = None,
+    merge_reward: Annotated[Optional[float], _en_opt("Reward lambda per merge [0.5].", "--merge-reward")] = None,
+    max_new_nodes: Annotated[Optional[str], _en_opt("Candidates kept per cluster size 2,3,... [3500,4000,3000,1500,1000,500].", "--max-new-nodes")] = None,
+    mip_time_limit_s: Annotated[Optional[float], _en_opt("Integer-program time limit in seconds [120].", "--mip-time-limit-s")] = None,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stage 1: train Multi-SegHead on every dataset, measure the held-out cross-dataset confusion,
+    and cluster labels into N unified nodes (METHOD Appendix B, bug B2 fixed, exact integer program).
+
+    Reads the datasets (role train). Writes node-estimate/<run>/: estimate.json (N, merges per
+    dataset pair), init_mapping.parquet (taxonomy schema), confusion.h5 and the stage-1 checkpoint
+    (multihead.safetensors + .json) that train warm-starts from. A killed run resumes from its last
+    checkpoint when re-run with the same recipe.
+
+    \b
+    Examples:
+      uniseg estimate-nodes --pipeline pipeline.yaml
+      uniseg estimate-nodes --dataset data/a --dataset data/b --iters 2000 --json | jq .summary
+      uniseg estimate-nodes --pipeline pipeline.yaml --multihead artifacts/node-estimate/3f9a2c1e0b7d
+    """
+    from uniseg_cli.stages.estimate_nodes import human_report
+    from uniseg_cli.ui import out
+
+    weights = None
+    if loss_weight:
+        weights = {}
+        for item in loss_weight:
+            name, sep, val = item.partition("=")
+            if not sep or not name:
+                raise UsageError(f"--loss-weight {item!r}: expected NAME=WEIGHT", hint="e.g. --loss-weight ade20k=15")
+            weights[name] = val
+    flags = dict(
+        multihead=str(multihead) if multihead else None, backbone=backbone, embed_dim=embed_dim, pretrained=pretrained,
+        iters=iters, images_per_dataset=images_per_dataset, crop_size=crop_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
+        weight_decay=weight_decay, warmup_iters=warmup_iters, warmup_factor=warmup_factor, poly_power=poly_power,
+        clip_grad_norm=clip_grad_norm, amp=amp, ohem_thresh=ohem_thresh, ohem_min_kept=ohem_min_kept, loss_weights=weights,
+        checkpoint_every=checkpoint_every, workers=workers, seed=seed, device=device, confusion_split=confusion_split,
+        holdout_fraction=holdout_fraction, confusion_max_images=confusion_max_images, eval_max_side=eval_max_side, tau=tau,
+        pair_cost_threshold=pair_cost_threshold, extension_cost_threshold=extension_cost_threshold,
+        merge_reward=merge_reward, max_new_nodes=max_new_nodes, mip_time_limit_s=mip_time_limit_s,
+    )
+    extra = []
+    if multihead is not None:
+        from uniseg_cli.stages.stage1 import multihead_ref
+
+        extra.append(multihead_ref(multihead))
+    _run_stage("estimate-nodes", flags, pipeline=pipeline, datasets=datasets, artifacts=artifacts, force=force,
+               json_out=json_out, dry_run=dry_run, extra_inputs=extra,
+               human=lambda art: [out(line) for line in human_report(art)])
+
+
 # ------------------------------------------------------------------------------------ train / evaluate (issue 7)
 
 # ------------------------------------------------------------------------------------ export / predict (issue 8)
+
+
+@app.command("export-taxonomy")
+def export_taxonomy_cmd(
+    train: Annotated[Optional[str], typer.Option("--train", help="The training run: a path or run id [newest].", show_default=False)] = None,
+    pipeline: PipelineOpt = None,
+    name_provider: Annotated[Optional[str], typer.Option("--name-provider", help="Node names: members (joined member labels) or openai (an LLM proposes them) [members].", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="LLM name for --name-provider openai [gpt-4o-mini].", show_default=False)] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server [$OPENAI_BASE_URL, else api.openai.com].", show_default=False)] = None,
+    picture: Annotated[Optional[bool], typer.Option("--picture/--no-picture", help="Write taxonomy.svg and taxonomy.png [on].", show_default=False)] = None,
+    png_scale: Annotated[Optional[float], typer.Option("--png-scale", help="PNG pixels per SVG unit [2].", show_default=False)] = None,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a training run's label mappings as the shareable taxonomy.parquet, with a picture.
+
+    Reads training/<run>/taxonomy_state.h5. Writes taxonomy/<run>/taxonomy.parquet (schema
+    uniseg.taxonomy/1: one row per edge, soft weight and pixel share; inactive nodes left out;
+    readable by pyarrow, pandas and DuckDB), taxonomy.svg and taxonomy.png.
+
+    \b
+    Examples:
+      uniseg export-taxonomy                                   # the newest training run
+      uniseg export-taxonomy --train artifacts/training/0a1b2c3d4e5f --json | jq -r .summary.taxonomy
+      OPENAI_API_KEY=... uniseg export-taxonomy --name-provider openai --model gpt-4o-mini
+      duckdb -c "SELECT unified_name, dataset, label FROM 'artifacts/taxonomy/<run>/taxonomy.parquet'"
+    """
+    from uniseg_cli.ui import out
+
+    def human(art) -> None:
+        s = art.manifest.get("extra", {}).get("summary", {})
+        out(f"{s.get('nodes')} unified nodes for {s.get('labels')} labels in {s.get('datasets')} datasets; "
+            f"{s.get('merged_nodes')} nodes merge datasets, {s.get('split_labels')} labels split")
+        if (art.path / "taxonomy.svg").exists():
+            out(f"picture: {art.path / 'taxonomy.svg'}")
+
+    flags = dict(name_provider=name_provider, model=model, base_url=base_url, picture=picture, png_scale=png_scale)
+    _run_stage("export-taxonomy", flags, pipeline=pipeline, datasets=None, inputs={"train": train}, artifacts=artifacts,
+               force=force, json_out=json_out, dry_run=dry_run, human=human)
+
+
+@app.command("predict")
+def predict_cmd(
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Image files and folders (searched recursively).", show_default=False)] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where label maps and overlays go.")] = Path("predictions"),
+    model: Annotated[Optional[str], typer.Option("--model", help="The training run: a path or run id [newest].", show_default=False)] = None,
+    datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="Also predict a dataset's split: PATH or NAME=FORMAT:ROOT (repeatable).", show_default=False)] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="The split of --dataset [each dataset's val split].", show_default=False)] = None,
+    space: Annotated[str, typer.Option("--space", help="unified, or a training dataset's name.")] = "unified",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 4,
+    device: DeviceOpt = None,
+    tile: Annotated[int, typer.Option("--tile", help="Sliding-window size in pixels; 0 = whole image.")] = 0,
+    overlap: Annotated[float, typer.Option("--overlap", help="Window overlap, as a fraction of --tile.")] = 0.25,
+    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write colour overlays.")] = True,
+    alpha: Annotated[float, typer.Option("--alpha", help="Overlay opacity of the class colours.")] = 0.5,
+    artifacts: ArtifactsOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Label maps for images, in the unified space or in a training dataset's label space.
+
+    Reads a training run (model.json + model.safetensors, taxonomy_state.h5). Writes under --out:
+    labels/<name>.png (single channel, uint8, or uint16 past 256 classes), overlays/<name>.png and
+    classes.json (class names and colours by id). Existing files are kept unless --force.
+
+    \b
+    Examples:
+      uniseg predict photos/ --out preds
+      uniseg predict street.jpg --space cityscapes --tile 512 --device cuda --out preds
+      uniseg predict --dataset data/synth/drive_a --split val --json | jq -r '.images[].label'
+    """
+    from uniseg_cli import artifacts as A
+    from uniseg_cli.stages.predict import PredictParams, collect_images, load_predictor, run_predict
+    from uniseg_cli.ui import info, out, progress
+
+    set_json_mode(json_out)
+    params = PredictParams(space=space, batch_size=batch_size, device=device or "auto", tile=tile, overlap=overlap,
+                           overlay=overlay, alpha=alpha)
+    specs = [parse_dataset_arg(d) for d in datasets or []]
+    items = collect_images(inputs or [], specs, split)
+    root = A.artifacts_root(artifacts)
+    train = A.resolve_input(model, root, "training")
+    predictor = load_predictor(train, params.device)
+    with progress() as bar:
+        task = bar.add_task("predict", total=len(items))
+        result = run_predict(predictor, items, out_dir, params, force=force,
+                             on_image=lambda n: bar.update(task, completed=n))
+    result["model"] = str(train.path)
+    if json_out:
+        emit(result)
+    else:
+        info(f"{len(result['images'])} label maps in the {result['space']} space ({result['num_classes']} classes, "
+             f"{result['dtype']})")
+        out(str(Path(result["out"])))
+
+
+@taxonomy_app.command("show")
+def taxonomy_show_cmd(
+    file: Annotated[Path, typer.Argument(help="A taxonomy.parquet, or a taxonomy artifact directory.")],
+    dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="Only this dataset's column and its nodes (repeatable).", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Only nodes whose name or a member label contains this text.", show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a taxonomy as a table: one row per unified node, its labels in each dataset.
+
+    A label marked * maps to several nodes (the taxonomy splits it).
+
+    \b
+    Examples:
+      uniseg taxonomy show artifacts/taxonomy/<run>/taxonomy.parquet
+      uniseg taxonomy show artifacts/taxonomy/<run> --dataset cityscapes --name car
+      uniseg taxonomy show truth.parquet --json | jq '.nodes | length'
+    """
+    from rich.console import Console
+
+    from uniseg_cli.taxonomy.render import node_rows, show_table
+    from uniseg_cli.taxonomy.schema import read_taxonomy
+
+    set_json_mode(json_out)
+    path = file / "taxonomy.parquet" if file.is_dir() else file
+    tax = read_taxonomy(path)
+    rows = node_rows(tax, datasets=dataset, name=name)
+    if json_out:
+        emit({"path": str(path), "datasets": {d: list(c) for d, c in tax.datasets.items()}, "nodes": rows})
+        return
+    title = f"{path}: {len(rows)} of {tax.num_nodes} unified nodes"
+    Console(highlight=False, soft_wrap=False).print(show_table(tax, rows, datasets=dataset, title=title))
 
 # ------------------------------------------------------------------------------------ real datasets (issue 9)
 

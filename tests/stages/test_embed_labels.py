@@ -1,5 +1,6 @@
 """embed-labels as a stage: descriptions artifact in, features.h5 out, with a tiny Llama loaded by path."""
 import hashlib
+import json
 
 import h5py
 import numpy as np
@@ -53,21 +54,19 @@ def test_features_h5_schema_order_and_values(tmp_path, _artifacts_root, llama_di
     assert by["city_b"].shape == (2, 64) and np.allclose(by["drive_a"], feats[:3])
 
 
-def test_pipeline_order_is_kept_when_datasets_are_reordered(tmp_path, _artifacts_root, llama_dir):
-    ds = make_datasets(tmp_path)
+def test_rows_follow_the_descriptions_pipeline_order(tmp_path, _artifacts_root, llama_dir):
+    ds = make_datasets(tmp_path)[::-1]
     desc, _ = S.execute(describe_ctx(ds, _artifacts_root))
-    art, _ = S.execute(embed_ctx(desc, ds[::-1], _artifacts_root, model=str(llama_dir), device="cpu"))
-    _, rows = EL.read_features(art)
+    art, _ = S.execute(embed_ctx(desc, [], _artifacts_root, model=str(llama_dir), device="cpu"))
+    feats, rows = EL.read_features(art)
     assert [r.dataset for r in rows] == ["city_b"] * 2 + ["drive_a"] * 3
+    with pytest.raises(UsageError, match=r"cover \[city_b, drive_a\]; missing mapillary"):
+        EL.features_by_dataset(feats, rows, ["drive_a", "mapillary"])
 
 
-def test_datasets_missing_from_the_descriptions_are_named(tmp_path, _artifacts_root, llama_dir):
-    ds = make_datasets(tmp_path)
-    desc, _ = S.execute(describe_ctx(ds[:1], _artifacts_root))
-    with pytest.raises(ArtifactError) as ei:
-        S.execute(embed_ctx(desc, ds, _artifacts_root, model=str(llama_dir)))
-    assert "covers [drive_a]" in ei.value.message and "city_b" in ei.value.message
-    assert "describe-labels" in ei.value.hint
+def test_empty_descriptions_are_refused(tmp_path, _artifacts_root, llama_dir):
+    with pytest.raises(ArtifactError, match="no rows"):
+        EL.ordered_rows([])
 
 
 def test_missing_model_path_fails_before_anything_is_written(tmp_path, _artifacts_root):
@@ -103,3 +102,36 @@ def test_reader_rejects_foreign_corrupt_and_inconsistent_files(tmp_path):
         f.attrs["dim"] = 5
     with pytest.raises(ArtifactError, match="dim=5"):
         EL.read_features(odd)
+
+
+def test_cli_describe_then_embed(tmp_path, _artifacts_root, llama_dir, cli):
+    make_datasets(tmp_path)
+    code, out, err = cli("describe-labels", "--dataset", tmp_path / "a", "--dataset", tmp_path / "b", "--json")
+    assert code == 0, err
+    desc = json.loads(out)
+    assert desc["kind"] == "label-descriptions" and desc["summary"]["labels"] == 5
+    code, out, err = cli("describe-labels", "--dataset", tmp_path / "a", "--dataset", tmp_path / "b")
+    assert code == 4 and "--force" in err
+    code, out, err = cli("embed-labels", "--model", llama_dir, "--device", "cpu", "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["dry_run"] is True
+    assert not (_artifacts_root / "label-features").exists() or not list((_artifacts_root / "label-features").iterdir())
+    code, out, err = cli("embed-labels", "--descriptions", desc["run_id"], "--model", llama_dir, "--device", "cpu",
+                         "--pooling", "last", "--normalize", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["summary"]["dim"] == 64 and res["summary"]["pooling"] == "last"
+    feats, rows = EL.read_features(res["path"])
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    code, out, err = cli("embed-labels", "--model", tmp_path / "nowhere", "--force")
+    assert code == 3 and "nowhere does not exist" in err and "Hint:" in err
+
+
+def test_cli_openai_bad_key_exits_6_without_echoing_the_key(tmp_path, cli, monkeypatch):
+    from tests.text.chat_server import ChatServer
+
+    make_datasets(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-123")
+    with ChatServer(api_key="sk-right") as srv:
+        code, out, err = cli("describe-labels", "--dataset", tmp_path / "a", "--provider", "openai",
+                             "--model", "tiny-llm", "--base-url", srv.url)
+    assert code == 6 and "rejected the API key" in err and "sk-wrong-key-123" not in out + err

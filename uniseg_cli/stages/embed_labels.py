@@ -8,8 +8,10 @@ Reads the ``label-descriptions`` artifact of describe-labels and writes
 - root attributes ``schema`` (``uniseg.label-features/1``), ``kind``, ``run_id``, ``model`` (the encoder's
   id), ``revision``, ``pooling``, ``max_length``, ``dtype``, ``dim``, ``normalize``.
 
-Row order: datasets in pipeline order (the descriptions' order when the stage runs without
-datasets), labels by id. Downstream stages read it with :func:`read_features`.
+Row order: datasets in pipeline order, labels by id. The datasets enter through the descriptions
+artifact (describe-labels writes its rows in pipeline order), so this stage's run id depends on the
+descriptions and the encoder params only. Downstream stages read the file with :func:`read_features`
+and pick datasets with :func:`features_by_dataset`.
 """
 from __future__ import annotations
 
@@ -61,36 +63,21 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def ordered_rows(rows: Sequence[DescriptionRow], ctx: StageContext) -> list[DescriptionRow]:
-    """Rows in pipeline dataset order and label-id order; checks they match the datasets' label spaces."""
+def ordered_rows(rows: Sequence[DescriptionRow]) -> list[DescriptionRow]:
+    """Rows in the descriptions' dataset order (the pipeline's, as describe-labels wrote it), labels by id."""
     if not rows:
         raise ArtifactError("the label-descriptions artifact has no rows (an empty label list)",
                             hint="re-run describe-labels with datasets that have classes.")
     by_ds: dict[str, list[DescriptionRow]] = {}
     for r in rows:
         by_ds.setdefault(r.dataset, []).append(r)
-    names = [d.name for d in ctx.datasets] or list(by_ds)
-    missing = [n for n in names if n not in by_ds]
-    if missing:
-        raise ArtifactError(
-            f"label-descriptions {ctx.inputs['describe-labels'].run_id} covers [{', '.join(by_ds)}]; "
-            f"the datasets also list {', '.join(missing)}",
-            hint="re-run describe-labels with these datasets included, or drop them from the datasets.",
-        )
-    from uniseg_cli.data import open_dataset
-
     out = []
-    for spec in ctx.datasets:
-        have = sorted(by_ds[spec.name], key=lambda r: r.label_id)
-        classes = list(open_dataset(spec).label_space.classes)
-        if [r.label for r in have] != classes:
-            raise ArtifactError(
-                f"label-descriptions {ctx.inputs['describe-labels'].run_id} describe {len(have)} labels of "
-                f"{spec.name}, but its label space now has {len(classes)} classes {classes[:6]}…",
-                hint="re-run describe-labels for the current datasets.",
-            )
-    for n in names:
-        out.extend(sorted(by_ds[n], key=lambda r: r.label_id))
+    for name, group in by_ds.items():
+        group = sorted(group, key=lambda r: r.label_id)
+        if [r.label_id for r in group] != list(range(len(group))):
+            raise ArtifactError(f"the descriptions of {name} have label ids {[r.label_id for r in group][:8]}…, "
+                                f"not 0..{len(group) - 1}", hint="rebuild them with `uniseg describe-labels --force`.")
+        out.extend(group)
     return out
 
 
@@ -109,7 +96,7 @@ def run(ctx: StageContext) -> A.Artifact:
         features: (n_labels, dim), dim = the encoder's hidden size (4096 for llama-2-7b, 384 for minilm).
     """
     p: Params = ctx.params
-    rows = ordered_rows(read_descriptions(ctx.inputs["describe-labels"]), ctx)
+    rows = ordered_rows(read_descriptions(ctx.inputs["describe-labels"]))
     enc = E.TextEncoder(p.model, pooling=p.pooling, max_length=p.max_length, dtype=p.dtype, device=p.device,
                         batch_size=p.batch_size, normalize=p.normalize)
     texts = [r.description for r in rows]
@@ -230,5 +217,5 @@ def _summary(art: A.Artifact) -> dict:
             "pad_share": enc.get("pad_share")}
 
 
-SPEC = register(StageSpec("embed-labels", KIND, Params, run, needs=("describe-labels",), datasets="labels",
+SPEC = register(StageSpec("embed-labels", KIND, Params, run, needs=("describe-labels",), datasets="none",
                           summary=_summary))

@@ -6,8 +6,10 @@
 - COCO panoptic: RGB panoptic PNG + ``segments_info`` -> semantic PNGs of the 133 contiguous
   classes (``annotations/panoptic_semseg_<split>2017/<id>.png``), for train and val.
 
-Both validate everything before writing, write each PNG atomically (temporary file + rename), and
-never overwrite existing outputs unless ``force`` is set (:class:`OutputExistsError`, exit 4).
+Both check the layout and the existing outputs before writing anything, write each PNG atomically
+(temporary file + rename, so an interrupted run leaves whole files only), and never overwrite
+existing outputs unless ``force`` is set (:class:`OutputExistsError`, exit 4). A faulty input file
+(unknown label name, category or segment) stops the run with a DataError naming that file.
 """
 from __future__ import annotations
 

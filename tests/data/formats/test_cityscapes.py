@@ -70,3 +70,12 @@ def test_unknown_split_and_missing_root(tmp_path):
         ds.samples("test")
     with pytest.raises(DataError, match="is not a folder"):
         open_fmt("cityscapes", tmp_path / "nope")
+
+
+def test_training_loader_takes_the_format(tmp_path):
+    from uniseg_cli.data.loader import IGNORE_INDEX, BalancedBatches
+
+    make(tmp_path)
+    batch = BalancedBatches([open_fmt("cityscapes", tmp_path)], "train", 2).batch(0)
+    assert batch["image"].shape[:2] == (2, 3)
+    assert set(batch["label"].unique().tolist()) == {IGNORE_INDEX, 0, 1, 2, 11, 13, 18}

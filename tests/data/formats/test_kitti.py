@@ -34,3 +34,17 @@ def test_wrong_folder(tmp_path):
     rgb_image(tmp_path / "training/image_2/000000_10.png")
     with pytest.raises(DataError, match=r"expected .*training/semantic.*found instead: .*image_2/"):
         open_fmt("kitti", tmp_path)
+
+
+def test_shallow_check_reads_headers_only(tmp_path):
+    rgb_image(tmp_path / "training/image_2/000000_10.png")
+    id_png(tmp_path / "training/semantic/000000_10.png", grid([7, 250]))  # bad id: only a deep check sees it
+    rgb_image(tmp_path / "training/image_2/000001_10.png")
+    id_png(tmp_path / "training/semantic/000001_10.png", np.full((4, 8), 7))
+    ds = open_fmt("kitti", tmp_path)
+    assert [p.code for p in ds.check(deep=False)] == ["size-mismatch"]
+    assert sorted(p.code for p in ds.check()) == ["bad-ids", "size-mismatch"]
+    from uniseg_cli.data.loader import validate_datasets
+
+    with pytest.raises(DataError, match="size-mismatch|label is 8x4"):
+        validate_datasets([ds], ["train"])

@@ -177,6 +177,12 @@ def glob_stems(folder: Path, pattern: str, suffix: str) -> dict[str, Path]:
     return out
 
 
+def _top(rel: str) -> str:
+    """``leftImg8bit/`` for a folder path, ``panoptic.json`` for a file (for hints)."""
+    first = Path(rel).parts[0]
+    return first if "." in first else first + "/"
+
+
 def read_list(path: Path) -> list[str]:
     """Non-empty, stripped lines of a split list file."""
     return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -236,7 +242,7 @@ class PublishedFormat:
             raise DataError(
                 f"dataset {self.spec.name!r} (format {self.format_name}): expected {p} ({what}); "
                 f"found instead: {listing(parent)}",
-                hint=f"point `root:` at the folder that holds {rel.split('/')[0]}/ "
+                hint=f"point `root:` at the folder that holds {_top(rel)} "
                 f"(expected layout: {self.layout.splitlines()[0] if self.layout else self.format_name}).",
             )
         return p
@@ -319,8 +325,12 @@ class PublishedFormat:
         return img, lab
 
     # -- check ---------------------------------------------------------------------------------------
-    def check(self, splits: Sequence[str] | None = None) -> list[Problem]:
-        """Every problem of the given splits (default: all present) at once."""
+    def check(self, splits: Sequence[str] | None = None, deep: bool = True) -> list[Problem]:
+        """Every problem of the given splits (default: all present) at once.
+
+        ``deep=False`` reads file headers only (pairs, sizes, unreadable files): cheap enough to run
+        over a whole training split before training starts; ids are then checked on load.
+        """
         problems: list[Problem] = []
         names = list(splits) if splits is not None else self.splits()
         if not names:
@@ -337,7 +347,7 @@ class PublishedFormat:
                 if stem not in stems:
                     problems.append(self._problem(p, "missing-image", f"label without an image (stem {stem!r})"))
             for s in samples:
-                problems.extend(self.inspect(s))
+                problems.extend(self.inspect(s, deep=deep))
         return problems
 
     def inspect(self, s: Sample, deep: bool = True) -> list[Problem]:
@@ -354,6 +364,12 @@ class PublishedFormat:
         except (OSError, ValueError) as e:
             return [self._problem(s.image_path, "unreadable", f"cannot read the image ({e})")]
         if not deep:
+            try:
+                lh, lw = image_size(s.label_path)
+            except (OSError, ValueError) as e:
+                return [self._problem(s.label_path, "unreadable", f"cannot read the label file ({e})")]
+            if (lh, lw) != (h, w):
+                return [self._problem(s.label_path, "size-mismatch", f"label is {lw}x{lh}, image is {w}x{h} (W x H)")]
             return []
         try:
             raw = self.read_raw(s.label_path)

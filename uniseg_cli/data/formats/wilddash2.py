@@ -39,20 +39,23 @@ class WildDash2(PublishedFormat):
     root_children = ("wd_public_v2p0", "wd_public_02")
 
     @functools.cached_property
-    def _panoptic(self) -> dict[str, list[dict]]:
-        """panoptic PNG file name -> segments_info, for annotated images whose image file exists."""
-        from uniseg_cli.data.convert import load_panoptic_json
-
-        data = load_panoptic_json(self.root / "panoptic.json")
-        return {a["file_name"]: a.get("segments_info", []) for a in data["annotations"]}
-
-    @functools.cached_property
-    def _image_of(self) -> dict[str, str]:
+    def _index(self) -> tuple[dict[str, list[dict]], dict[str, str]]:
+        """(panoptic PNG name -> segments_info, panoptic PNG name -> image file name), read once."""
         from uniseg_cli.data.convert import load_panoptic_json
 
         data = load_panoptic_json(self.root / "panoptic.json")
         names = {im["id"]: im["file_name"] for im in data.get("images", [])}
-        return {a["file_name"]: names.get(a["image_id"], Path(a["file_name"]).stem + ".jpg") for a in data["annotations"]}
+        segs = {a["file_name"]: a.get("segments_info", []) for a in data["annotations"]}
+        image_of = {a["file_name"]: names.get(a["image_id"], Path(a["file_name"]).stem + ".jpg") for a in data["annotations"]}
+        return segs, image_of
+
+    @property
+    def _panoptic(self) -> dict[str, list[dict]]:
+        return self._index[0]
+
+    @property
+    def _image_of(self) -> dict[str, str]:
+        return self._index[1]
 
     def _images(self, disk: str) -> dict[str, Path]:
         out = {}

@@ -176,7 +176,9 @@ class LabelGNN(nn.Module):
     def soft_adjacency(self) -> list[torch.Tensor]:
         """S_d = softmax(A_d / T, dim=0) per dataset, each (n_d, N); columns sum to 1."""
         blocks = torch.split(self.adjacency, self.dataset_sizes, dim=0)
-        return [torch.softmax(b.float() / self.config.temperature, dim=0) for b in blocks]
+        # float32 at least (also under autocast): 1/T = 14 makes half-precision softmax coarse
+        return [torch.softmax((b if b.dtype == torch.float64 else b.float()) / self.config.temperature, dim=0)
+                for b in blocks]
 
     @staticmethod
     def normalised_graph(soft: torch.Tensor) -> torch.Tensor:

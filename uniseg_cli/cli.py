@@ -790,6 +790,7 @@ def convert_cmd(
     root: Annotated[Path, typer.Option("--root", help="The dataset's root folder (as for its format).")],
     split: Annotated[Optional[list[str]], typer.Option("--split", help="Convert only this split (repeatable; default: all).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Processes converting files in parallel.")] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Write the id PNGs a dataset format reads from its publisher's annotation files.
@@ -802,6 +803,7 @@ def convert_cmd(
     Examples:
       uniseg convert idd --root /data/idd
       uniseg convert coco-panoptic --root /data/coco --split val --json | jq .written
+      uniseg convert coco-panoptic --root /data/coco --workers 8
     """
     from uniseg_cli.data.convert import CONVERTERS
     from uniseg_cli.ui import info, out, progress
@@ -811,7 +813,7 @@ def convert_cmd(
         raise UsageError(f"convert: unknown dataset {kind!r}", hint=f"use one of: {', '.join(CONVERTERS)}.")
     with progress() as bar:
         task = bar.add_task(f"convert {kind}", total=None)
-        result = CONVERTERS[kind](root, splits=split or None, force=force,
+        result = CONVERTERS[kind](root, splits=split or None, force=force, workers=workers,
                                   progress=lambda i, n: bar.update(task, completed=i, total=n))
     if json_out:
         emit(result)

@@ -14,6 +14,7 @@ existing outputs unless ``force`` is set (:class:`OutputExistsError`, exit 4). A
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -30,7 +31,7 @@ from uniseg_cli.data.formats._common import (
     space_info,
     write_png_atomic,
 )
-from uniseg_cli.errors import DataError, OutputExistsError, UsageError
+from uniseg_cli.errors import DataError, OutputExistsError, UnisegError, UsageError
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -120,8 +121,17 @@ def idd_jobs(root: Path, splits: Sequence[str] | None = None) -> list[Job]:
     return jobs
 
 
+def _idd_one(job: Job, names: Mapping[str, int], ignore: int) -> None:
+    try:
+        ann = json.loads(job.source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{job.source}: cannot read the polygon JSON ({e})",
+                        hint="re-extract the file from the IDD archive.") from None
+    write_png_atomic(idd_polygons_to_ids(ann, names, ignore, str(job.source)), job.target)
+
+
 def convert_idd(root: Path | str, splits: Sequence[str] | None = None, force: bool = False,
-                progress: Progress | None = None) -> dict:
+                progress: Progress | None = None, workers: int = 1) -> dict:
     """Write ``*_gtFine_labellevel3Ids.png`` beside every IDD polygon JSON.
 
     Returns:
@@ -132,15 +142,7 @@ def convert_idd(root: Path | str, splits: Sequence[str] | None = None, force: bo
     _refuse_existing(jobs, force, "idd", root)
     names = idd_name_table()
     ignore = label_space("idd").ignore_index
-    for i, job in enumerate(jobs):
-        try:
-            ann = json.loads(job.source.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{job.source}: cannot read the polygon JSON ({e})",
-                            hint="re-extract the file from the IDD archive.") from None
-        write_png_atomic(idd_polygons_to_ids(ann, names, ignore, str(job.source)), job.target)
-        if progress:
-            progress(i + 1, len(jobs))
+    _run(_idd_one, [(j, names, ignore) for j in jobs], workers, progress)
     return _summary("idd", root, jobs, splits)
 
 
@@ -223,7 +225,7 @@ def coco_jobs(root: Path, splits: Sequence[str]) -> list[tuple[Job, list[dict]]]
 
 
 def convert_coco_panoptic(root: Path | str, splits: Sequence[str] | None = None, force: bool = False,
-                          progress: Progress | None = None) -> dict:
+                          progress: Progress | None = None, workers: int = 1) -> dict:
     """Write the 133-class semantic PNGs of COCO panoptic train and val (or ``splits``).
 
     Every segment is labelled with its category (crowd segments included, as in the panoptic
@@ -243,16 +245,49 @@ def convert_coco_panoptic(root: Path | str, splits: Sequence[str] | None = None,
     pairs = coco_jobs(root, splits)
     table = LabelTable(raw_table("coco_panoptic_133"), label_space("coco_panoptic_133").ignore_index)
     _refuse_existing([j for j, _ in pairs], force, "coco-panoptic", root)
-    for i, (job, segs) in enumerate(pairs):
-        cats = panoptic_to_category(read_panoptic_png(job.source), segs, str(job.source), unlabeled=0)
-        # category 0 is "no segment" here; the table maps it to 255 like the public code.
-        write_png_atomic(table.apply(cats, job.source), job.target)
-        if progress:
-            progress(i + 1, len(pairs))
+    _run(_coco_one, [(job, segs, table) for job, segs in pairs], workers, progress)
     return _summary("coco-panoptic", root, [j for j, _ in pairs], splits)
 
 
+def _coco_one(job: Job, segs: Sequence[dict], table: LabelTable) -> None:
+    cats = panoptic_to_category(read_panoptic_png(job.source), segs, str(job.source), unlabeled=0)
+    # category 0 is "no segment" here; the table maps it to 255 like the public code.
+    write_png_atomic(table.apply(cats, job.source), job.target)
+
+
 # ----------------------------------------------------------------------------------- shared
+
+
+def _call(fn: Callable, args: tuple) -> tuple[str, str, str | None] | None:
+    """Run one job; a known error comes back as (class name, message, hint) so its hint survives pickling."""
+    try:
+        fn(*args)
+        return None
+    except UnisegError as e:
+        return type(e).__name__, e.message, e.hint
+
+
+def _run(fn: Callable, jobs: Sequence[tuple], workers: int, progress: Progress | None) -> None:
+    """Run ``fn(*job)`` for every job, in ``workers`` processes; stop at the first error."""
+    errors = {c.__name__: c for c in (BadIds, DataError, UsageError, OutputExistsError)}
+
+    def done(i: int, res) -> None:
+        if res is not None:
+            raise errors.get(res[0], DataError)(res[1], hint=res[2])
+        if progress:
+            progress(i + 1, len(jobs))
+
+    if workers <= 1 or len(jobs) < 2:
+        for i, job in enumerate(jobs):
+            done(i, _call(fn, job))
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        try:
+            for i, res in enumerate(pool.map(_call, [fn] * len(jobs), jobs, chunksize=8)):
+                done(i, res)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _refuse_existing(jobs: Sequence[Job], force: bool, kind: str, root: Path) -> None:

@@ -100,3 +100,18 @@ def test_wrong_folder(tmp_path):
         convert_idd(tmp_path / "gtFine")
     with pytest.raises(DataError, match=r"expected .*leftImg8bit .*found instead"):
         open_fmt("idd", tmp_path / "gtFine")
+
+
+def test_parallel_conversion_matches_and_keeps_hints(tmp_path):
+    for seq in ("0", "1", "2"):
+        rgb_image(tmp_path / "leftImg8bit/train" / seq / f"f{seq}_leftImg8bit.png")
+        write_json(tmp_path / "gtFine/train" / seq / f"f{seq}_gtFine_polygons.json", polygons())
+    assert convert_idd(tmp_path, workers=2)["written"] == 3
+    for png in (tmp_path / "gtFine/train").rglob("*_labellevel3Ids.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(png)), expected())
+    bad = polygons()
+    bad["objects"][0]["label"] = "spaceship"
+    write_json(tmp_path / "gtFine/train/1/f1_gtFine_polygons.json", bad)
+    with pytest.raises(DataError, match="'spaceship'") as e:
+        convert_idd(tmp_path, force=True, workers=2)
+    assert e.value.hint and "known labels" in e.value.hint

@@ -446,7 +446,7 @@ def describe_labels_cmd(
     prompt_template: Annotated[Optional[str], typer.Option("--prompt-template", help="User prompt; placeholders {label} {dataset} {label_id} {stem} [the paper's form].", show_default=False)] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature [0].", show_default=False)] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest answer in tokens [200].", show_default=False)] = None,
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight at once [8].", show_default=False)] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight at once [16].", show_default=False)] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per request before it is retried [60].", show_default=False)] = None,
     max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="Retries per label on 429, 5xx, timeouts, empty answers [5].", show_default=False)] = None,
     descriptions_file: Annotated[Optional[str], typer.Option("--descriptions-file", help="file provider: JSON ({dataset: {classes, descriptions}} or rows), CSV or Parquet with dataset, label, description.", show_default=False)] = None,

@@ -1,0 +1,337 @@
+"""Stage 1 of the method for ``estimate-nodes``: the Multi-SegHead model and the held-out confusion.
+
+- :func:`open_datasets` opens the training datasets and decides, cheaply and before anything heavy,
+  which images stage 1 trains on and which measure the confusion (a split, or a held-out fraction
+  of train chosen by a hash of (seed, stem), so it is stable across runs and machines).
+- :func:`train_multihead` trains segmenter + Multi-SegHead with the shared training engine
+  (balanced batches, AdamW with a backbone LR multiplier, warmup-poly, clipping, AMP on CUDA,
+  resumable checkpoints in a work directory, DDP under torchrun).
+- :func:`cross_confusion` runs every head on every dataset's held-out images; rank r takes images
+  r, r+W, ...; the histograms are summed across ranks.
+- :func:`save_multihead` / :func:`load_multihead`: the stage-1 checkpoint in the engine's format
+  (``uniseg.checkpoint/1``: safetensors + JSON), tensors ``model.segmenter.*`` and ``model.head.*``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from uniseg_cli import artifacts as A
+from uniseg_cli.data.base import DatasetAdapter, DatasetSpec, Sample
+from uniseg_cli.errors import ArtifactError, DataError, UsageError
+
+CHECKPOINT_KIND = "multihead"
+STAGE1_SPLIT = "stage1-train"  # the split name under which _Subset lists the images stage 1 trains on
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+class _Subset:
+    """A dataset adapter whose ``split`` lists only some samples (the rest are held out)."""
+
+    def __init__(self, base: DatasetAdapter, split: str, keep: Sequence[Sample]):
+        self._base, self._split, self._keep = base, split, list(keep)
+        self.spec, self.label_space = base.spec, base.label_space
+
+    def splits(self) -> list[str]:
+        return self._base.splits()
+
+    def samples(self, split: str) -> list[Sample]:
+        return list(self._keep) if split == self._split else self._base.samples(split)
+
+    def load(self, sample: Sample):
+        return self._base.load(sample)
+
+    def check(self, splits=None, **kw):
+        return self._base.check(splits, **kw)
+
+
+@dataclasses.dataclass
+class DatasetData:
+    """One training dataset: its adapter for stage-1 training and its held-out images."""
+
+    spec: DatasetSpec
+    adapter: DatasetAdapter  # what stage 1 trains on (train split minus the held-out images)
+    base: DatasetAdapter  # the dataset as on disk (the held-out images are loaded from here)
+    held_out: list[Sample]
+    held_out_from: str  # split name, or "train (held out 20%)"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.base.label_space.classes)
+
+
+def _held_out(stem: str, seed: int, fraction: float) -> bool:
+    h = int.from_bytes(hashlib.sha256(f"holdout/{seed}/{stem}".encode()).digest()[:8], "little")
+    return h / 2**64 < fraction
+
+
+def _even_subset(samples: list[Sample], limit: int) -> list[Sample]:
+    if not limit or len(samples) <= limit:
+        return samples
+    idx = np.linspace(0, len(samples) - 1, limit).round().astype(int)
+    return [samples[i] for i in idx]
+
+
+def open_datasets(specs: Sequence[DatasetSpec], p) -> list[DatasetData]:
+    """Open every dataset and split its images into stage-1 training and confusion measurement.
+
+    Runs the cheap ``check-data`` checks (file pairs, sizes, channels, labels.yaml) on the splits
+    it uses, so a broken dataset stops the run before any model is built.
+    """
+    from uniseg_cli.data import open_dataset
+    from uniseg_cli.data.loader import validate_datasets
+
+    out = []
+    for spec in specs:
+        ad = open_dataset(spec)
+        if not ad.label_space.classes:
+            raise DataError(f"dataset {spec.name} ({spec.root}) has no classes", hint="list them in its labels.yaml.")
+        splits = ad.splits()
+        train_needed = not p.multihead or p.holdout_fraction > 0
+        if train_needed and spec.train_split not in splits:
+            raise DataError(f"dataset {spec.name} ({spec.root}) has no split {spec.train_split!r} "
+                            f"(found: {', '.join(splits) or 'none'})",
+                            hint="add images/<split>/ and annotations/<split>/, or set the dataset's train_split.")
+        train = ad.samples(spec.train_split) if train_needed else []
+        if p.holdout_fraction > 0:
+            held = [s for s in train if _held_out(s.stem, p.seed, p.holdout_fraction)]
+            train = [s for s in train if not _held_out(s.stem, p.seed, p.holdout_fraction)]
+            if not held or not train:
+                raise DataError(f"dataset {spec.name}: holding out {p.holdout_fraction:.0%} of its {len(held) + len(train)} "
+                                f"train images leaves {len(train)} to train on and {len(held)} to measure on",
+                                hint="choose a holdout_fraction that leaves images on both sides, or use confusion_split.")
+            src, used = f"{spec.train_split} (held out {p.holdout_fraction:.0%}, seed {p.seed})", [spec.train_split]
+        else:
+            split = p.confusion_split or spec.val_split
+            if split not in splits:
+                raise DataError(f"dataset {spec.name} ({spec.root}) has no split {split!r} to measure the confusion on "
+                                f"(found: {', '.join(splits) or 'none'})",
+                                hint="add a validation split, pass --confusion-split NAME, or use --holdout-fraction 0.2.")
+            if split == spec.train_split and train_needed:
+                raise UsageError(f"the confusion split {split!r} of {spec.name} is the split stage 1 trains on",
+                                 hint="measure on images the model did not train on: a val split or --holdout-fraction.")
+            held, src = ad.samples(split), split
+            used = [split] + ([spec.train_split] if train_needed else [])
+        validate_datasets([ad], used)
+        held = _even_subset(held, p.confusion_max_images)
+        if not held:
+            raise DataError(f"dataset {spec.name}: no images to measure the confusion on ({src})",
+                            hint="add labelled images to that split.")
+        out.append(DatasetData(spec, _Subset(ad, STAGE1_SPLIT, train), ad, held, src))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+
+
+class MultiHeadModel(nn.Module):
+    """Segmenter + Multi-SegHead: the stage-1 model.
+
+    Args:
+        segmenter: images → L2-normalised pixel embeddings (B, D, H/4, W/4).
+        head: a :class:`uniseg_cli.models.MultiSegHead` over the training datasets.
+
+    Shapes:
+        all_logits(images (B, 3, H, W)) → one (B, n_d, H/4, W/4) tensor per dataset head.
+    """
+
+    def __init__(self, segmenter: nn.Module, head: nn.Module):
+        super().__init__()
+        self.segmenter, self.head = segmenter, head
+
+    def all_logits(self, images: torch.Tensor) -> list[torch.Tensor]:
+        emb = self.segmenter(images)
+        return [self.head.dataset_logits(emb, d) for d in range(len(self.head.num_classes))]
+
+
+class Stage1Task(nn.Module):
+    """The engine's task: per-dataset OHEM cross-entropy of each image under its own dataset's head."""
+
+    def __init__(self, model: MultiHeadModel, names: Sequence[str], weights: Sequence[float], ohem_thresh: float,
+                 ohem_min_kept: float):
+        super().__init__()
+        self.model, self.names, self.weights = model, list(names), [float(w) for w in weights]
+        self.ohem = {"thresh": float(ohem_thresh), "min_kept_ratio": float(ohem_min_kept)}
+
+    def forward(self, batch: dict, info: Any = None) -> dict[str, torch.Tensor]:
+        from uniseg_cli.models import multi_dataset_ce
+
+        emb = self.model.segmenter(batch["image"])
+        outs = self.model.head(emb, batch["dataset"])
+        total, per = multi_dataset_ce(outs, batch["label"], self.weights, **self.ohem)
+        return {"loss": total, **{f"ce_{self.names[d]}": v for d, v in per.items()}}
+
+
+def build_model(segmenter_config: dict, num_classes: Sequence[int]) -> MultiHeadModel:
+    from uniseg_cli.models import MultiSegHead, build_segmenter
+    from uniseg_cli.models import segmenter_config_from_dict
+
+    cfg = segmenter_config_from_dict(segmenter_config)
+    return MultiHeadModel(build_segmenter(cfg), MultiSegHead(num_classes, cfg.embed_dim))
+
+
+def train_multihead(p, data: Sequence[DatasetData], dist, work: Path, config: dict) -> tuple[MultiHeadModel, dict]:
+    """Train stage 1 with the shared engine; resumes from ``work``'s newest checkpoint.
+
+    Returns:
+        (the trained model, {iterations, resumed_from, last (losses), seconds}).
+    """
+    from uniseg_cli.data.loader import make_train_loader
+    from uniseg_cli.data.transforms import TrainTransformConfig
+    from uniseg_cli.models import SegmenterConfig
+    from uniseg_cli.training.engine import OptimConfig, Phase, Trainer
+
+    torch.manual_seed(p.seed)
+    seg_cfg = SegmenterConfig(backbone=p.backbone, embed_dim=p.embed_dim, pretrained=p.pretrained).to_dict()
+    model = build_model(seg_cfg, [len(d.classes) for d in data])
+    model.segmenter.config = dataclasses.replace(model.segmenter.config, pretrained=False)  # weights now live in our checkpoints
+    names = [d.name for d in data]
+    task = Stage1Task(model, names, [p.loss_weights.get(n, 1.0) for n in names], p.ohem_thresh, p.ohem_min_kept)
+    tf = TrainTransformConfig(crop_size=(p.crop_size, p.crop_size))
+    adapters = [d.adapter for d in data]
+
+    def batches(start: int):
+        return iter(make_train_loader(adapters, STAGE1_SPLIT, p.images_per_dataset, tf, seed=p.seed, rank=dist.rank,
+                                      world_size=dist.world_size, num_workers=p.workers, start_iter=start,
+                                      validate=False, pin_memory=dist.device.type == "cuda"))
+
+    optim = OptimConfig(lr=p.lr, backbone_lr_mult=p.backbone_lr_mult, weight_decay=p.weight_decay,
+                        warmup_iters=p.warmup_iters, warmup_factor=p.warmup_factor, poly_power=p.poly_power,
+                        clip_grad_norm=p.clip_grad_norm or None, amp=p.amp)
+    trainer = Trainer(task, [Phase("stage1", p.iters)], optim, batches=batches, stage="stage1", dist=dist,
+                      work_dir=work, checkpoint_every=p.checkpoint_every, seed=p.seed, config=config)
+    s = trainer.run()
+    return model, {"iterations": s["iterations"], "resumed_from": s["resumed_from"], "seconds": round(s["seconds"], 3),
+                   "last": {k: v for k, v in (s.get("last") or {}).items() if isinstance(v, (int, float))}}
+
+
+# --------------------------------------------------------------------------------------------- checkpoint
+
+
+def save_multihead(directory: Path, stem: str, model: MultiHeadModel, data: Sequence[DatasetData], p,
+                   train_info: dict) -> Path:
+    """Write ``<stem>.safetensors`` + ``<stem>.json`` (engine format; tensors ``model.segmenter.*``, ``model.head.*``)."""
+    from uniseg_cli.training import checkpoint as C
+
+    meta = {"kind": CHECKPOINT_KIND, "segmenter": model.segmenter.config.to_dict(),
+            "num_classes": list(model.head.num_classes), "datasets": [d.name for d in data],
+            "classes": {d.name: list(d.classes) for d in data}, "train": train_info}
+    return C.write_checkpoint(directory, stem, {f"model.{k}": v for k, v in model.state_dict().items()}, meta)
+
+
+def _checkpoint_files(path: str | Path) -> tuple[Path, str]:
+    path = Path(path)
+    if path.is_dir():
+        return path, "multihead"
+    if path.suffix in (".json", ".safetensors"):
+        return path.parent, path.stem
+    raise UsageError(f"--multihead {path}: expected a node-estimate directory, multihead.json or multihead.safetensors",
+                     hint="pass the output of `uniseg estimate-nodes` (or its multihead.json).")
+
+
+def multihead_ref(path: str | Path) -> A.InputRef:
+    """The checkpoint as a stage input: its JSON's hash (which names the tensors' hash)."""
+    d, stem = _checkpoint_files(path)
+    js = d / f"{stem}.json"
+    if not js.is_file():
+        raise ArtifactError(f"--multihead {path}: {js} does not exist",
+                            hint="pass a node-estimate directory made by `uniseg estimate-nodes`, or its multihead.json.")
+    return A.InputRef("multihead-checkpoint", str(js.resolve()), A.sha256_file(js))
+
+
+def load_multihead(path: str | Path, data: Sequence[DatasetData], device: torch.device) -> MultiHeadModel:
+    """Rebuild the stage-1 model from a checkpoint; its datasets and classes must match ``data``."""
+    from uniseg_cli.training import checkpoint as C
+
+    d, stem = _checkpoint_files(path)
+    tensors, meta = C.read_checkpoint(d, stem)
+    where = d / f"{stem}.json"
+    if meta.get("kind") != CHECKPOINT_KIND:
+        raise ArtifactError(f"{where} is not a Multi-SegHead checkpoint (kind {meta.get('kind')!r})",
+                            hint="pass the multihead.json of a node-estimate artifact.")
+    want = {x.name: list(x.classes) for x in data}
+    if meta.get("datasets") != list(want) or meta.get("classes") != want:
+        raise UsageError(f"{where} was trained on datasets {meta.get('datasets')}, not {list(want)} with these classes",
+                         hint="use a checkpoint trained on the same datasets (same order and label spaces), or drop --multihead.")
+    seg = dict(meta["segmenter"], pretrained=False)
+    model = build_model(seg, meta["num_classes"])
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{where} does not fit the model it describes (missing {list(missing)[:3]}, "
+                            f"unexpected {list(unexpected)[:3]})", hint="the checkpoint is damaged; rebuild it.")
+    return model.to(device)
+
+
+# --------------------------------------------------------------------------------------------- confusion
+
+
+def _eval_pair(d: DatasetData, sample: Sample, max_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from uniseg_cli.data.loader import IGNORE_INDEX
+    from uniseg_cli.data.transforms import label_to_tensor, resize, to_tensor
+
+    image, label = d.base.load(sample)
+    h, w = label.shape
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        image, label = resize(image, label, (max(1, round(h * s)), max(1, round(w * s))))
+    ign = d.base.label_space.ignore_index
+    return to_tensor(image)[None], label_to_tensor(label, ign, IGNORE_INDEX)
+
+
+@torch.no_grad()
+def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dist) -> tuple[list[list[np.ndarray]], dict]:
+    """hist[a][b] (float64 (n_a, n_b)): dataset a's ground truth against head b's argmax, summed over ranks.
+
+    Every held-out image is run once at full resolution (downscaled when its longer side exceeds
+    ``p.eval_max_side``); all heads read the same embedding. Pixels whose label is ignore or outside
+    the label space are not counted.
+    """
+    from uniseg_cli.training.distributed import all_reduce_numpy
+
+    sizes = [len(d.classes) for d in data]
+    dev = dist.device
+    hist = [[torch.zeros(sizes[a] * sizes[b], dtype=torch.int64, device=dev) for b in range(len(data))]
+            for a in range(len(data))]
+    was_training = model.training
+    model.eval()
+    use_amp = bool(p.amp) and dev.type == "cuda"
+    images = {}
+    for a, d in enumerate(data):
+        mine = d.held_out[dist.rank::dist.world_size]
+        images[d.name] = len(d.held_out)
+        for s in mine:
+            img, lab = _eval_pair(d, s, p.eval_max_side)
+            img, lab = img.to(dev), lab.to(dev)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                logits = model.all_logits(img)
+            valid = (lab >= 0) & (lab < sizes[a])
+            gt = lab[valid]
+            for b, lg in enumerate(logits):
+                lg = nn.functional.interpolate(lg.float(), size=lab.shape[-2:], mode="bilinear", align_corners=False)
+                pred = lg.argmax(dim=1)[0][valid]
+                hist[a][b] += torch.bincount(gt * sizes[b] + pred, minlength=sizes[a] * sizes[b])
+    model.train(was_training)
+    out = [[all_reduce_numpy(hist[a][b].cpu().numpy(), dev).astype(np.float64).reshape(sizes[a], sizes[b])
+            for b in range(len(data))] for a in range(len(data))]
+    info = {"source": "holdout" if p.holdout_fraction > 0 else "split",
+            "split": {d.name: d.held_out_from for d in data},
+            "images": images,
+            "pixels": {d.name: float(out[a][a].sum()) for a, d in enumerate(data)},
+            "eval_max_side": p.eval_max_side,
+            "world_size": dist.world_size}
+    return out, info

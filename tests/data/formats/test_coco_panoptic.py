@@ -66,7 +66,7 @@ def test_before_conversion_the_adapter_says_what_to_run(tmp_path):
     make(tmp_path)
     ds = open_fmt("coco_panoptic", tmp_path)
     [p] = ds.check(["val"])
-    assert p.code == "missing-label" and "uniseg convert coco-panoptic" in p.message
+    assert p.code == "missing-label" and "uniseg convert coco-panoptic" in p.message and "none of the 1 images" in p.message
 
 
 def test_segment_missing_from_json_is_an_error(tmp_path):

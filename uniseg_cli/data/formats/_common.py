@@ -343,7 +343,14 @@ class PublishedFormat:
                 continue
             disk = self.disk_split(split)
             stems = {s.stem for s in samples}
-            for stem, p in sorted(self._labels(disk).items()):
+            labels = self._labels(disk)
+            if not labels and self.missing_label_hint and not any(s.label_path and s.label_path.is_file() for s in samples):
+                # a conversion that never ran: one problem for the split, not one per image
+                problems.append(self._problem(samples[0].label_path.parent, "missing-label",
+                                              f"none of the {len(samples)} images of split {split!r} has its label file "
+                                              f"(e.g. {samples[0].label_path.name}); {self.missing_label_hint}"))
+                continue
+            for stem, p in sorted(labels.items()):
                 if stem not in stems:
                     problems.append(self._problem(p, "missing-image", f"label without an image (stem {stem!r})"))
             for s in samples:

@@ -94,7 +94,7 @@ def drive_scene(rng: np.random.Generator, h: int, w: int, u: dict[str, int], hoo
             _ellipse(m, yb - ph * 0.42, ox, ph * 0.42, ph * 0.16, u["person"])
             _ellipse(m, yb - ph * 0.9, ox, ph * 0.1, ph * 0.1, u["person"])
         else:
-            bw = w * 0.16 * s
+            bw = w * 0.22 * s
             _ellipse(m, yb - bw * 0.22, ox - bw * 0.28, bw * 0.22, bw * 0.22, u["bicycle"])
             _ellipse(m, yb - bw * 0.22, ox + bw * 0.28, bw * 0.22, bw * 0.22, u["bicycle"])
             _rect(m, yb - bw * 0.5, yb - bw * 0.3, ox - bw * 0.3, ox + bw * 0.3, u["bicycle"])
@@ -123,17 +123,17 @@ def indoor_scene(rng: np.random.Generator, h: int, w: int, u: dict[str, int], ho
         x0, y0 = rng.uniform(-0.1, 0.7) * w, bottom - bh * rng.uniform(0.2, 0.5)
         _rect(m, y0, y0 + bh, x0, x0 + bw, u["bed"])
     if rng.random() < 0.6:
-        tw, th = w * rng.uniform(0.2, 0.35), h * rng.uniform(0.05, 0.09)
+        tw, th = w * rng.uniform(0.25, 0.4), h * rng.uniform(0.07, 0.11)
         x0, y0 = rng.uniform(0, 0.75) * w, bottom + h * rng.uniform(-0.05, 0.12)
         _rect(m, y0, y0 + th, x0, x0 + tw, u["table"])
         legh = h * rng.uniform(0.1, 0.18)
         for lx in (x0 + tw * 0.05, x0 + tw * 0.87):
-            _rect(m, y0 + th, y0 + th + legh, lx, lx + max(2.0, tw * 0.08), u["table"])
+            _rect(m, y0 + th, y0 + th + legh, lx, lx + max(3.0, tw * 0.1), u["table"])
     for _ in range(int(rng.integers(0, 3))):
-        cw = w * rng.uniform(0.08, 0.14)
+        cw = w * rng.uniform(0.11, 0.18)
         x0, y0 = rng.uniform(0, 0.9) * w, bottom + h * rng.uniform(0.0, 0.2)
         _rect(m, y0, y0 + cw * 0.35, x0, x0 + cw, u["chair"])
-        _rect(m, y0 - cw * 0.9, y0, x0, x0 + cw * 0.25, u["chair"])
+        _rect(m, y0 - cw * 0.9, y0, x0, x0 + cw * 0.3, u["chair"])
         _rect(m, y0 + cw * 0.35, y0 + cw * 0.9, x0, x0 + cw * 0.15, u["chair"])
         _rect(m, y0 + cw * 0.35, y0 + cw * 0.9, x0 + cw * 0.85, x0 + cw, u["chair"])
     if rng.random() < 0.45:

@@ -1,5 +1,4 @@
 """IDD: level-3 id PNGs, and `uniseg convert idd` drawing them from the polygon JSON."""
-import json
 
 import numpy as np
 import pytest

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, Iterable, Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -404,6 +404,3 @@ def register(cls: type[PublishedFormat]) -> type[PublishedFormat]:
     register_format(cls.format_name, cls, layout=cls.layout)
     return cls
 
-
-def table_from_pairs(pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
-    return {int(a): int(b) for a, b in pairs}

@@ -114,3 +114,14 @@ def test_parallel_conversion_matches_and_keeps_hints(tmp_path):
     with pytest.raises(DataError, match="'spaceship'") as e:
         convert_idd(tmp_path, force=True, workers=2)
     assert e.value.hint and "known labels" in e.value.hint
+
+
+def test_same_frame_name_in_two_sequences(tmp_path):
+    for seq, val in (("0", 0), ("1", 9)):
+        rgb_image(tmp_path / "leftImg8bit/val" / seq / "frame0001_leftImg8bit.png")
+        id_png(tmp_path / "gtFine/val" / seq / "frame0001_gtFine_labellevel3Ids.png", grid([val]))
+    ds = open_fmt("idd", tmp_path)
+    samples = ds.samples("val")
+    assert [s.stem for s in samples] == ["0_frame0001", "1_frame0001"]
+    assert [int(ds.load(s)[1][0, 0]) for s in samples] == [0, 9]
+    assert ds.check() == []

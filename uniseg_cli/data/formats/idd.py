@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uniseg_cli.data.formats._common import LabelTable, PublishedFormat, glob_stems, register
+from uniseg_cli.data.formats._common import LabelTable, PublishedFormat, register
 
 LABEL_SUFFIX = "_gtFine_labellevel3Ids.png"
 POLYGON_SUFFIX = "_gtFine_polygons.json"
@@ -45,17 +45,21 @@ class Idd(PublishedFormat):
         ign = self.label_space.ignore_index
         return LabelTable({**{i: i for i in range(n)}, ign: ign}, ign)
 
+    # IDD reuses frame names across sequences, so a sample's stem is "<seq>_<frame>".
     def _images(self, disk: str) -> dict[str, Path]:
-        root = self.root / "leftImg8bit" / disk
-        out = glob_stems(root, "*/*_leftImg8bit.jpg", "_leftImg8bit.jpg")
-        out.update(glob_stems(root, "*/*_leftImg8bit.png", "_leftImg8bit.png"))
+        out = {}
+        for suffix in ("_leftImg8bit.jpg", "_leftImg8bit.png"):
+            for p in sorted((self.root / "leftImg8bit" / disk).glob(f"*/*{suffix}")):
+                out[f"{p.parent.name}_{p.name[: -len(suffix)]}"] = p
         return out
 
     def _labels(self, disk: str) -> dict[str, Path]:
-        return glob_stems(self.root / "gtFine" / disk, f"*/*{LABEL_SUFFIX}", LABEL_SUFFIX)
+        return {f"{p.parent.name}_{p.name[: -len(LABEL_SUFFIX)]}": p
+                for p in sorted((self.root / "gtFine" / disk).glob(f"*/*{LABEL_SUFFIX}"))}
 
     def _label_path(self, disk: str, stem: str, image: Path) -> Path:
-        return self.root / "gtFine" / disk / image.parent.name / f"{stem}{LABEL_SUFFIX}"
+        frame = image.name.rsplit("_leftImg8bit", 1)[0]
+        return self.root / "gtFine" / disk / image.parent.name / f"{frame}{LABEL_SUFFIX}"
 
     def split_hint(self, disk: str) -> str:
         return f"{self.root / 'leftImg8bit' / disk}/<seq>/*_leftImg8bit.png"

@@ -89,7 +89,7 @@ def read_image(dataset: str, path: Path, header_only: bool = False) -> tuple[np.
             size = (im.height, im.width)
             if header_only:
                 return None, size, []
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
             return arr, size, []
     except FileNotFoundError:
         return None, None, [Problem(dataset, str(path), "unreadable", "file does not exist")]

@@ -23,7 +23,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from uniseg_cli.data.base import DatasetAdapter, Problem
-from uniseg_cli.data.transforms import EvalTransform, TrainTransform, TrainTransformConfig, label_to_tensor, to_tensor
+from uniseg_cli.data.transforms import (
+    EvalTransform,
+    TrainTransform,
+    TrainTransformConfig,
+    batch_to_tensor,
+    label_to_tensor,
+    to_tensor,
+)
 from uniseg_cli.errors import DataError
 
 IGNORE_INDEX = -1
@@ -113,10 +120,12 @@ class BalancedBatches(IterableDataset):
             for i in idx:
                 image, label = ad.load(self.samples[d][i])
                 image, label = self.transform(image, label, ign, rng)
-                imgs.append(to_tensor(image, self.transform.config.mean, self.transform.config.std))
-                labs.append(label_to_tensor(label, ign, IGNORE_INDEX))
+                imgs.append(image)
+                labs.append(np.where(label == ign, IGNORE_INDEX, label).astype(np.int64, copy=False))
                 ds.append(d)
-        return {"image": torch.stack(imgs), "label": torch.stack(labs), "dataset": torch.tensor(ds, dtype=torch.int64)}
+        cfg = self.transform.config
+        return {"image": batch_to_tensor(imgs, cfg.mean, cfg.std), "label": torch.from_numpy(np.stack(labs)),
+                "dataset": torch.tensor(ds, dtype=torch.int64)}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()

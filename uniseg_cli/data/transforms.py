@@ -115,8 +115,8 @@ def random_crop(image: np.ndarray, label: np.ndarray, size_hw: tuple[int, int], 
             break
         vals = lab[lab != ignore]
         if vals.size:
-            _, cnt = np.unique(vals, return_counts=True)
-            if len(cnt) > 1 and cnt.max() < cat_max_ratio * cnt.sum():
+            cnt = np.bincount(vals.ravel()) if vals.min() >= 0 else np.unique(vals, return_counts=True)[1]
+            if np.count_nonzero(cnt) > 1 and cnt.max() < cat_max_ratio * vals.size:
                 break
     return image[y0:y0 + ch, x0:x0 + cw], lab
 
@@ -203,6 +203,13 @@ def to_tensor(image: np.ndarray, mean=MEAN, std=STD) -> torch.Tensor:
     m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     s = torch.tensor(std, dtype=torch.float32)[:, None, None]
     return (t - m) / s
+
+
+def batch_to_tensor(images: list[np.ndarray], mean=MEAN, std=STD) -> torch.Tensor:
+    """uint8 (H, W, 3) images of one size → normalised float32 (B, 3, H, W), in one pass."""
+    t = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    t.sub_(torch.tensor(mean, dtype=torch.float32)[:, None, None]).div_(torch.tensor(std, dtype=torch.float32)[:, None, None])
+    return t.contiguous()
 
 
 def label_to_tensor(label: np.ndarray, ignore: int, ignore_out: int = -1) -> torch.Tensor:

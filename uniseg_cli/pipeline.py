@@ -319,11 +319,13 @@ def run_pipeline(
             break
         spec = S.get_stage(name)
         entry: dict[str, Any] = {"stage": name, "kind": spec.kind}
-        if any(up in unknown for up in spec.needs):
-            entry.update(run_id=None, action="run", reason="an upstream stage will run first")
+        synth_pending = dry_run and "synth" in report and spec.datasets != "none"
+        if synth_pending or any(up in unknown for up in spec.needs):
+            why = "synth writes its datasets first" if synth_pending else "an upstream stage runs first"
+            entry.update(run_id=None, action="run", reason=why)
             unknown.add(name)
             report["stages"].append(entry)
-            console.print(f"{name:<16} {'?':<12} would run: an upstream stage runs first")
+            console.print(f"{name:<16} {'?':<12} would run: {why}")
             continue
         ctx = stage_context(
             p, name, inputs={up: results[up] for up in spec.needs}, datasets=p.datasets, root=root,

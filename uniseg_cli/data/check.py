@@ -70,7 +70,8 @@ def pair_files(dataset: str, images: dict[str, Path], labels: dict[str, Path],
         lab = labels.get(stem)
         if lab is None:
             want = (label_dir / f"{stem}.png") if label_dir is not None else f"{stem}.png"
-            probs.append(Problem(dataset, str(images[stem]), "missing-label", f"image has no label file (expected {want})"))
+            probs.append(Problem(dataset, str(images[stem]), "missing-label",
+                                 f"image has no label file (expected {want})"))
         samples.append(Sample(stem=stem, image_path=images[stem], label_path=lab))
     for stem in sorted(set(labels) - set(images)):
         where = f" in {image_dir}" if image_dir is not None else ""
@@ -82,7 +83,10 @@ def pair_files(dataset: str, images: dict[str, Path], labels: dict[str, Path],
     return samples, probs
 
 
-def read_image(dataset: str, path: Path, header_only: bool = False) -> tuple[np.ndarray | None, tuple[int, int] | None, list[Problem]]:
+Decoded = tuple[np.ndarray | None, tuple[int, int] | None, list[Problem]]
+
+
+def read_image(dataset: str, path: Path, header_only: bool = False) -> Decoded:
     """Decode an image to uint8 RGB (H, W, 3). Returns (array or None, (H, W) or None, problems)."""
     try:
         with Image.open(path) as im:
@@ -97,7 +101,7 @@ def read_image(dataset: str, path: Path, header_only: bool = False) -> tuple[np.
         return None, None, [Problem(dataset, str(path), "unreadable", f"cannot decode image ({_short(e)})")]
 
 
-def read_label(dataset: str, path: Path, header_only: bool = False) -> tuple[np.ndarray | None, tuple[int, int] | None, list[Problem]]:
+def read_label(dataset: str, path: Path, header_only: bool = False) -> Decoded:
     """Decode a single-channel label PNG to int64 (H, W). Returns (array or None, (H, W) or None, problems)."""
     try:
         with Image.open(path) as im:

@@ -31,14 +31,15 @@ from uniseg_cli.data.check import (
     read_label,
     size_problem,
 )
-from uniseg_cli.errors import DataError
 
 LABELS_FILE = "labels.yaml"
 
 LAYOUT = """\
-<root>/labels.yaml: name: <dataset>; ignore_index: 255; classes: [ordered class names]; optional descriptions: [one per class]
+<root>/labels.yaml: name: <dataset>; ignore_index: 255; classes: [ordered class names];
+    optional descriptions: [one per class]
 <root>/images/<split>/<stem>.jpg|.png: RGB images
-<root>/annotations/<split>/<stem>.png: single-channel uint8/uint16 class ids (train ids); ignore_index marks unlabeled pixels
+<root>/annotations/<split>/<stem>.png: single-channel uint8/uint16 class ids (train ids);
+    ignore_index marks unlabeled pixels
 Splits are folder names (train, val, ...)."""
 
 
@@ -56,11 +57,13 @@ def parse_labels_yaml(path: Path, dataset: str) -> tuple[LabelSpace | None, dict
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         return None, {}, [Problem(dataset, p, "bad-yaml", f"not valid YAML{where}: {getattr(e, 'problem', None) or e}")]
     if not isinstance(doc, dict):
-        return None, {}, [Problem(dataset, p, "bad-yaml", f"expected a mapping with name, ignore_index, classes; got {type(doc).__name__}")]
+        return None, {}, [Problem(dataset, p, "bad-yaml",
+                                  f"expected a mapping with name, ignore_index, classes; got {type(doc).__name__}")]
     probs: list[Problem] = []
     classes = doc.get("classes")
     if classes is None:
-        probs.append(Problem(dataset, p, "missing-field", "field 'classes' is missing (the ordered list of class names)"))
+        probs.append(Problem(dataset, p, "missing-field",
+                             "field 'classes' is missing (the ordered list of class names)"))
         classes = []
     elif not isinstance(classes, list) or not classes:
         probs.append(Problem(dataset, p, "bad-field", "field 'classes' must be a non-empty list of class names"))
@@ -85,7 +88,8 @@ def parse_labels_yaml(path: Path, dataset: str) -> tuple[LabelSpace | None, dict
         probs.append(Problem(dataset, p, "bad-field", f"ignore_index must be an integer in 0..65535, got {ignore!r}"))
     elif classes and ignore < len(classes):
         probs.append(Problem(dataset, p, "bad-field",
-                             f"ignore_index {ignore} is also the id of class {classes[ignore]!r}; use a value >= {len(classes)}"))
+                             f"ignore_index {ignore} is also the id of class {classes[ignore]!r}; "
+                             f"use a value >= {len(classes)}"))
     desc = doc.get("descriptions")
     if desc is not None:
         if not isinstance(desc, list) or not all(isinstance(d, str) for d in desc):
@@ -129,7 +133,8 @@ class GenericDataset:
     def _parse(self) -> None:
         if self._yaml_problems is None:
             if not self.root.is_dir():
-                self._yaml_problems = [Problem(self.spec.name, str(self.root), "missing-root", "dataset folder does not exist")]
+                self._yaml_problems = [Problem(self.spec.name, str(self.root), "missing-root",
+                                               "dataset folder does not exist")]
                 return
             self._ls, doc, self._yaml_problems = parse_labels_yaml(self.root / LABELS_FILE, self.spec.name)
             self.yaml_name = doc.get("name") if isinstance(doc, dict) else None

@@ -54,8 +54,8 @@ def validate_datasets(adapters: Sequence[DatasetAdapter], splits: Sequence[str] 
         names = sorted({p.dataset for p in probs})
         shown = "; ".join((f"{p.dataset}: {p}" if len(names) > 1 else str(p)) for p in probs[:3])
         more = f" (and {len(probs) - 3} more)" if len(probs) > 3 else ""
-        raise DataError(f"{len(probs)} problem{'s' if len(probs) != 1 else ''} in dataset{'s' if len(names) > 1 else ''} "
-                        f"{', '.join(names)}: {shown}{more}",
+        what = f"{len(probs)} problem{'s' if len(probs) != 1 else ''} in dataset{'s' if len(names) > 1 else ''}"
+        raise DataError(f"{what} {', '.join(names)}: {shown}{more}",
                         hint="run `uniseg check-data` on " + " ".join(names) + " for the full list, and fix the files.")
 
 

@@ -156,6 +156,7 @@ PRESETS: dict[str, dict[str, tuple]] = {
               "camdrive": ("unseen", 192, 256, 50, 50)},
 }
 DEFAULT_PRESET = "demo"
+PRESET_ALIASES = {"default": "demo", "test": "tiny"}
 WORLD_SCHEMA = "uniseg.synth-world/1"
 IGNORE = 255
 
@@ -201,7 +202,7 @@ def make_world(out: str | Path, seed: int = 0, preset: str = DEFAULT_PRESET, ano
     Args:
         out: output folder (created). Existing world files there need ``force``.
         seed: everything is a function of the seed (byte-identical files for the same seed).
-        preset: a key of :data:`PRESETS` (``demo``, ``tiny``, ``bench``).
+        preset: a key of :data:`PRESETS` (``demo``, ``tiny``, ``bench``; ``default`` is ``demo``).
         anonymize: replace every class name and description (and the truth's names) by a
             meaningless code unique per (dataset, label), so only the images carry the relations.
         force: replace an existing world in ``out``.
@@ -212,6 +213,7 @@ def make_world(out: str | Path, seed: int = 0, preset: str = DEFAULT_PRESET, ano
     """
     from uniseg_cli.taxonomy.schema import Taxonomy, write_taxonomy
 
+    preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESETS:
         raise UsageError(f"unknown synth preset {preset!r}", hint=f"presets: {', '.join(PRESETS)}.")
     out = Path(out)
@@ -256,9 +258,9 @@ def make_world(out: str | Path, seed: int = 0, preset: str = DEFAULT_PRESET, ano
             for mem in members:
                 m[c, used.index(uni.index(mem))] = True
         mappings[name] = m
+    source = {"synth": {"seed": int(seed), "preset": preset, "anonymized": bool(anonymize)}}
     tax = Taxonomy.from_mappings(mappings, datasets={n: shown[n] for n in plan},
-                                 names=dict(enumerate(node_names)),
-                                 sources={"synth": {"seed": int(seed), "preset": preset, "anonymized": bool(anonymize)}},
+                                 names=dict(enumerate(node_names)), sources=source,
                                  kind="synthetic-truth", run_id=f"synth-{preset}-{seed}{'-anon' if anonymize else ''}")
     write_taxonomy(tax, out / "truth.parquet")
     rel = dict(info, truth="truth.parquet",

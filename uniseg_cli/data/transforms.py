@@ -55,7 +55,8 @@ class TrainTransformConfig:
             raise ValueError(f"bad ratio_range {self.ratio_range}")
 
 
-def resize(image: np.ndarray, label: np.ndarray | None, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+def resize(image: np.ndarray, label: np.ndarray | None,
+           size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
     """Bilinear image, nearest-neighbour label (pixel-centre aligned, so both stay registered)."""
     h, w = size_hw
     if image.shape[:2] == (h, w):
@@ -97,7 +98,8 @@ def pad_to(image: np.ndarray, label: np.ndarray, size_hw: tuple[int, int], ignor
 
 
 def random_crop(image: np.ndarray, label: np.ndarray, size_hw: tuple[int, int], ignore: int,
-                rng: np.random.Generator, cat_max_ratio: float | None = None, tries: int = 10) -> tuple[np.ndarray, np.ndarray]:
+                rng: np.random.Generator, cat_max_ratio: float | None = None,
+                tries: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Crop ``size_hw`` (padding first where the image is smaller).
 
     With ``cat_max_ratio`` the crop is redrawn (up to ``tries`` times, as detectron2's
@@ -208,7 +210,8 @@ def to_tensor(image: np.ndarray, mean=MEAN, std=STD) -> torch.Tensor:
 def batch_to_tensor(images: list[np.ndarray], mean=MEAN, std=STD) -> torch.Tensor:
     """uint8 (H, W, 3) images of one size → normalised float32 (B, 3, H, W), in one pass."""
     t = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    t.sub_(torch.tensor(mean, dtype=torch.float32)[:, None, None]).div_(torch.tensor(std, dtype=torch.float32)[:, None, None])
+    t.sub_(torch.tensor(mean, dtype=torch.float32)[:, None, None])
+    t.div_(torch.tensor(std, dtype=torch.float32)[:, None, None])
     return t.contiguous()
 
 

@@ -27,7 +27,7 @@ Label = tuple[str, str]  # (dataset, label name)
 
 
 def _node_sets(tax: Taxonomy, datasets: list[str]) -> dict[Label, frozenset[int]]:
-    return {(d, tax.datasets[d][c]): frozenset(tax.nodes_of(d, c)) for d in datasets for c in range(len(tax.datasets[d]))}
+    return {(d, name): frozenset(tax.nodes_of(d, c)) for d in datasets for c, name in enumerate(tax.datasets[d])}
 
 
 def relations(tax: Taxonomy, datasets: list[str]) -> set[frozenset[Label]]:
@@ -70,7 +70,8 @@ def compare(a: Taxonomy, b: Taxonomy) -> dict:
         sa, sb = set(a.datasets[d]), set(b.datasets[d])
         if sa != sb:
             diff = sorted(sa ^ sb)[:6]
-            raise UsageError(f"dataset {d!r} has different classes in the two taxonomies (e.g. {', '.join(map(repr, diff))})",
+            raise UsageError(f"dataset {d!r} has different classes in the two taxonomies "
+                             f"(e.g. {', '.join(map(repr, diff))})",
                              hint="compare taxonomies built on the same label spaces.")
     ra, rb = relations(a, shared), relations(b, shared)
     hard = hard_relations(b, shared)

@@ -48,7 +48,8 @@ def read_rows(path: Path) -> list[tuple[int, str, str, str]]:
         if not rows and (_norm(ds), _norm(lab)) == ("dataset", "label"):
             continue  # header
         if not ds or not lab.strip() or not uni:
-            raise ArtifactError(f"{path}:{lineno}: empty dataset, label or unified name", hint="fill all three columns.")
+            raise ArtifactError(f"{path}:{lineno}: empty dataset, label or unified name",
+                                hint="fill all three columns.")
         rows.append((lineno, ds, lab, uni))
     if not rows:
         raise ArtifactError(f"{path}: no rows", hint="one row per edge: dataset,label,unified name.")
@@ -123,6 +124,7 @@ def import_csv(path: str | Path, label_spaces: Mapping[str, LabelSpace] | None =
                                  sources={"imported_from": path.name}, kind="imported-taxonomy")
     probs = tax.problems()
     if probs:
-        raise ArtifactError(f"{path}: " + "; ".join(probs[:5]) + (f" (and {len(probs) - 5} more)" if len(probs) > 5 else ""),
+        more = f" (and {len(probs) - 5} more)" if len(probs) > 5 else ""
+        raise ArtifactError(f"{path}: " + "; ".join(probs[:5]) + more,
                             hint="a unified node may hold at most one label per dataset; split it into two names.")
     return tax

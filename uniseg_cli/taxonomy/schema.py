@@ -74,7 +74,8 @@ class Taxonomy:
             if m.shape != (len(datasets[d]), n_nodes):
                 raise ValueError(f"mapping of {d} has shape {m.shape}, expected ({len(datasets[d])}, {n_nodes})")
             maps[d] = m
-            w = np.asarray(weights[d], dtype=np.float32) if weights is not None and d in weights else m.astype(np.float32)
+            given = weights is not None and d in weights
+            w = np.asarray(weights[d], dtype=np.float32) if given else m.astype(np.float32)
             ws[d] = np.where(m, w, 0.0).astype(np.float32)
             if ps is not None:
                 p = pixel_share.get(d)
@@ -275,6 +276,7 @@ def read_taxonomy(path: str | Path) -> Taxonomy:
         names.setdefault(u, data["unified_name"][i])
     tax = Taxonomy(datasets={d: tuple(c) for d, c in datasets.items()}, mappings=maps, names=names, weights=ws,
                    pixel_share=ps if any(data["pixel_share"][i] is not None for i in range(n_rows)) else None,
-                   sources=meta.get("sources") or {}, kind=str(meta.get("kind") or "taxonomy"), run_id=meta.get("run_id"))
+                   sources=meta.get("sources") or {}, kind=str(meta.get("kind") or "taxonomy"),
+                   run_id=meta.get("run_id"))
     validate(tax, str(path))
     return tax

@@ -29,7 +29,7 @@ Constraints of every returned mapping ``M_d`` (bool, n_d × N): each column has 
 each row at least one (this needs N ≥ n_d, checked).
 
 The numpy backend runs the exact Sinkhorn–Knopp updates of POT's ``sinkhorn_knopp_unbalanced``
-for all datasets at once (one matrix product per half-step instead of 7 small ones); its plans equal
+for all datasets in one loop (no per-call overhead, no per-dataset convergence bookkeeping); its plans equal
 POT's to floating-point precision (tested). ``backend="pot"`` calls POT itself.
 """
 from __future__ import annotations
@@ -127,22 +127,27 @@ def sinkhorn_unbalanced_batched(costs: Sequence[np.ndarray], a: np.ndarray, beta
     sizes = [c.shape[1] for c in costs]
     n_ds, total = len(costs), sum(sizes)
     starts = np.cumsum([0] + sizes)[:-1]
-    ds = np.repeat(np.arange(n_ds), sizes)
-    rows = np.arange(total)
-    K = np.exp(-np.concatenate(costs, axis=1) / reg)  # (N, L)
-    KT = np.ascontiguousarray(K.T)
+    blocks = [slice(s, s + n) for s, n in zip(starts, sizes)]
+    # One contiguous K_d and K_dᵀ per dataset: 2·n_ds small matrix-vector products per iteration
+    # beat one (N, L)·(L, n_ds) product that is 6/7 zeros, and keep the arithmetic identical to POT.
+    kernels = [np.exp(-c / reg) for c in costs]
+    kernels_t = [np.ascontiguousarray(k.T) for k in kernels]
     b = np.concatenate(betas)
     fi = reg_m / (reg_m + reg)
-    a_col = a[:, None]
-    u = np.ones((a.shape[0], n_ds))
+    n_nodes = a.shape[0]
+    u = np.ones((n_ds, n_nodes))
     v = np.ones(total)
-    vblk = np.zeros((total, n_ds))
+    kv = np.empty((n_ds, n_nodes))
+    ktu = np.empty(total)
     u_ok, v_ok = u, v
     for it in range(num_iter_max):
         uprev, vprev = u, v
-        vblk[rows, ds] = v
-        u = (a_col / (K @ vblk)) ** fi
-        v = (b / (KT @ u)[rows, ds]) ** fi
+        for d in range(n_ds):
+            np.dot(kernels[d], v[blocks[d]], out=kv[d])
+        u = (a / kv) ** fi
+        for d in range(n_ds):
+            np.dot(kernels_t[d], u[d], out=ktu[blocks[d]])
+        v = (b / ktu) ** fi
         if it % check_every and it != num_iter_max - 1:
             continue
         # Checked every few iterations only: the checks cost as much as an update.
@@ -153,13 +158,12 @@ def sinkhorn_unbalanced_batched(costs: Sequence[np.ndarray], a: np.ndarray, beta
             break
         u_ok, v_ok = u, v
         if stop_thr > 0:
-            du = np.abs(u - uprev).max(0) / np.maximum(np.maximum(np.abs(u).max(0), np.abs(uprev).max(0)), 1.0)
+            du = np.abs(u - uprev).max(1) / np.maximum(np.maximum(np.abs(u).max(1), np.abs(uprev).max(1)), 1.0)
             dv = np.maximum.reduceat(np.abs(v - vprev), starts) / np.maximum(
                 np.maximum(np.maximum.reduceat(np.abs(v), starts), np.maximum.reduceat(np.abs(vprev), starts)), 1.0)
             if (0.5 * (du + dv)).max() < stop_thr:
                 break
-    plan = u[:, ds] * K * v[None, :]
-    return [plan[:, s:s + n] for s, n in zip(starts, sizes)]
+    return [u[d][:, None] * kernels[d] * v[blocks[d]][None, :] for d in range(n_ds)]
 
 
 def discretise(qbar: np.ndarray, soft: np.ndarray, prune_ratio: float = 1.0,

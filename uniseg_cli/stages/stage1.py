@@ -72,9 +72,17 @@ class DatasetData:
         return tuple(self.base.label_space.classes)
 
 
-def _held_out(stem: str, seed: int, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(f"holdout/{seed}/{stem}".encode()).digest()[:8], "little")
-    return h / 2**64 < fraction
+def split_held_out(samples: Sequence[Sample], seed: int, fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """(train, held out): the round(fraction·n) samples (at least 1) with the smallest hash of (seed, stem).
+
+    Depends only on the seed and the stems, not on the order or the machine.
+    """
+    def key(s: Sample) -> bytes:
+        return hashlib.sha256(f"holdout/{seed}/{s.stem}".encode()).digest()
+
+    k = max(1, round(fraction * len(samples)))
+    held = {s.stem for s in sorted(samples, key=key)[:k]}
+    return [s for s in samples if s.stem not in held], [s for s in samples if s.stem in held]
 
 
 def _even_subset(samples: list[Sample], limit: int) -> list[Sample]:
@@ -106,8 +114,7 @@ def open_datasets(specs: Sequence[DatasetSpec], p) -> list[DatasetData]:
                             hint="add images/<split>/ and annotations/<split>/, or set the dataset's train_split.")
         train = ad.samples(spec.train_split) if train_needed else []
         if p.holdout_fraction > 0:
-            held = [s for s in train if _held_out(s.stem, p.seed, p.holdout_fraction)]
-            train = [s for s in train if not _held_out(s.stem, p.seed, p.holdout_fraction)]
+            train, held = split_held_out(train, p.seed, p.holdout_fraction)
             if not held or not train:
                 raise DataError(f"dataset {spec.name}: holding out {p.holdout_fraction:.0%} of its {len(held) + len(train)} "
                                 f"train images leaves {len(train)} to train on and {len(held)} to measure on",

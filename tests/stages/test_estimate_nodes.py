@@ -1,0 +1,160 @@
+"""estimate-nodes end to end on the tiny synthetic world: artifact, --json, --multihead, held-out images, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uniseg_cli import artifacts as A
+from uniseg_cli.taxonomy.confusion import read_confusion
+from uniseg_cli.taxonomy.schema import read_taxonomy
+
+FAST = ["--iters", "4", "--crop-size", "32", "--images-per-dataset", "1", "--checkpoint-every", "0",
+        "--warmup-iters", "2"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from uniseg_cli.data.synthetic import make_world
+
+    out = tmp_path_factory.mktemp("world")
+    make_world(out, seed=0, preset="tiny")
+    return out
+
+
+def _ds(world: Path) -> list[str]:
+    return [a for n in ("citydrive", "vistadrive", "homescan") for a in ("--dataset", str(world / n))]
+
+
+def test_artifact_payload_json_and_rerun(world, cli, _artifacts_root):
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["kind"] == "node-estimate"
+    s = res["summary"]
+    assert 13 <= s["num_nodes"] <= 31 and s["num_labels"] == 31  # tiny: 10 + 13 + 8 labels, largest 13
+    assert set(s["merges"]) == {"citydrive", "vistadrive"} and set(s["merges"]["citydrive"]) == {"vistadrive", "homescan"}
+    art = A.load_artifact(res["path"], kind="node-estimate")
+    names = {o["path"] for o in art.manifest["outputs"]}
+    assert {"estimate.json", "init_mapping.parquet", "confusion.h5", "multihead.json", "multihead.safetensors",
+            "metrics.jsonl"} <= names
+    doc = json.loads((art.path / "estimate.json").read_text())
+    assert doc["num_nodes"] == s["num_nodes"] and doc["stage1"]["trained"] is True
+    assert doc["confusion"]["split"] == {"citydrive": "val", "vistadrive": "val", "homescan": "val"}
+    assert doc["clustering_params"]["tau"] == 0.4 and doc["clustering_params"]["pair_cost_threshold"] == 0.05
+    tax = read_taxonomy(art.path / "init_mapping.parquet")
+    assert tax.num_nodes == doc["num_nodes"] and tax.run_id == art.run_id
+    for d, m in tax.mappings.items():
+        assert (m.sum(axis=1) == 1).all(), d  # every label in exactly one initial node
+    hist, classes, attrs = read_confusion(art.path / "confusion.h5")
+    assert attrs["run_id"] == art.run_id and attrs["kind"] == "node-estimate"
+    assert [len(classes[n]) for n in classes] == [10, 13, 8]
+    # every held-out pixel of dataset a is counted once per head b
+    for a in range(3):
+        assert all(hist[a][b].sum() == pytest.approx(hist[a][a].sum()) for b in range(3))
+        assert hist[a][a].sum() > 0
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST)
+    assert code == 4 and "--force" in err
+
+
+def test_multihead_checkpoint_skips_training_and_reproduces_the_confusion(world, cli, tmp_path):
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--json", "--artifacts", tmp_path / "a")
+    assert code == 0, err
+    first = Path(json.loads(out)["path"])
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--multihead", first, "--artifacts", tmp_path / "b")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("N = ") and "merges" in out and Path(lines[-1]).is_dir()  # human output, path last
+    second = Path(lines[-1])
+    doc = json.loads((second / "estimate.json").read_text())
+    assert doc["stage1"] == {"trained": False, "from": str(first)}
+    assert not (second / "metrics.jsonl").exists()
+    h1, _, _ = read_confusion(first / "confusion.h5")
+    h2, _, _ = read_confusion(second / "confusion.h5")
+    for a in range(3):
+        for b in range(3):
+            np.testing.assert_array_equal(h1[a][b], h2[a][b])
+    inputs = json.loads((second / "manifest.json").read_text())["inputs"]
+    assert any(i["kind"] == "multihead-checkpoint" for i in inputs)
+    # a checkpoint for other datasets is refused with a clear message
+    code, out, err = cli("estimate-nodes", *_ds(world)[:4], *FAST, "--multihead", first, "--artifacts", tmp_path / "c")
+    assert code == 2 and "was trained on datasets" in err
+
+
+def test_held_out_fraction_is_disjoint_from_training_images(world):
+    from uniseg_cli.cli import parse_dataset_arg
+    from uniseg_cli.stages.estimate_nodes import Params
+    from uniseg_cli.stages.stage1 import STAGE1_SPLIT, open_datasets
+
+    specs = [parse_dataset_arg(str(world / n)) for n in ("citydrive", "vistadrive")]
+    data = open_datasets(specs, Params(holdout_fraction=0.5, seed=3))
+    for d in data:
+        train = {s.stem for s in d.adapter.samples(STAGE1_SPLIT)}
+        held = {s.stem for s in d.held_out}
+        assert train and held and not train & held
+        assert train | held == {s.stem for s in d.base.samples("train")}
+        assert d.held_out_from.startswith("train (held out 50%")
+    again = open_datasets(specs, Params(holdout_fraction=0.5, seed=3))
+    assert [s.stem for s in again[0].held_out] == [s.stem for s in data[0].held_out]  # stable
+
+
+def test_bad_inputs_fail_before_training(world, cli):
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--confusion-split", "train")
+    assert code == 2 and "stage 1 trains on" in err and "Hint:" in err
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--confusion-split", "test")
+    assert code == 5 and "has no split 'test'" in err
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--loss-weight", "nosuch=2")
+    assert code == 2 and "nosuch" in err
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--tau", "2")
+    assert code == 2 and "tau" in err
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(world, tmp_path):
+    from uniseg_cli.cli import main
+
+    args = [*_ds(world), "--iters", "40", "--crop-size", "48", "--images-per-dataset", "2", "--checkpoint-every", "2",
+            "--warmup-iters", "5", "--json"]
+    root = tmp_path / "killed"
+    env = dict(os.environ, UNISEG_ARTIFACTS=str(root), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "uniseg_cli", "estimate-nodes", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((root / "node-estimate").glob(".work-*/ckpt-*.json")) if (root / "node-estimate").exists() else []
+        if found:
+            ckpt = found[0]
+            break
+        time.sleep(0.02)
+    assert ckpt is not None, "no checkpoint appeared before the run ended"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list((root / "node-estimate").glob("*/manifest.json"))  # nothing was published
+
+    def run(r: Path) -> Path:
+        os.environ["UNISEG_ARTIFACTS"] = str(r)
+        try:
+            main(["estimate-nodes", *args])
+        except SystemExit as e:
+            assert e.code in (0, None)
+        return next((r / "node-estimate").glob("*/manifest.json")).parent
+
+    resumed = run(root)
+    doc = json.loads((resumed / "estimate.json").read_text())
+    assert doc["stage1"]["resumed_from"] >= 2
+    assert not list((root / "node-estimate").glob(".work-*"))  # the work directory is cleaned up
+    fresh = run(tmp_path / "fresh")
+    assert json.loads((fresh / "estimate.json").read_text())["stage1"]["resumed_from"] is None
+    assert fresh.name == resumed.name  # same recipe, same run id
+    h1, _, _ = read_confusion(resumed / "confusion.h5")
+    h2, _, _ = read_confusion(fresh / "confusion.h5")
+    for a in range(3):
+        for b in range(3):
+            np.testing.assert_array_equal(h1[a][b], h2[a][b])

@@ -26,7 +26,7 @@ from uniseg_cli.errors import DataError
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 LABEL_EXTS = (".png",)
 #: PIL modes that hold one value per pixel (P: palette images, whose indices are the ids).
-SINGLE_CHANNEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N")
+SINGLE_CHANNEL_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 class SampleError(DataError):

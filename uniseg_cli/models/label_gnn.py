@@ -17,7 +17,8 @@ Layers (GraphSAGE with a concatenated self term, paper Eq. 3):
 .. math::
     x &= [\,f_t(l_c) + e_{d(c)}\,;\; U\,] \qquad (e: \text{optional dataset embedding; } U: \text{learnable}) \\
     h^{(0)} &= \mathrm{dropout}(\mathrm{ReLU}(W_0 x + b_0)) \\
-    h^{(k)} &= \tanh\big(W^{(k)}_{self}\, \tilde h^{(k-1)} + W^{(k)}_{nb}\, \hat{\mathcal{A}}\, \tilde h^{(k-1)} + b^{(k)}\big),
+    h^{(k)} &= \tanh\big(W^{(k)}_{self}\, \tilde h^{(k-1)}
+               + W^{(k)}_{nb}\, \hat{\mathcal{A}}\, \tilde h^{(k-1)} + b^{(k)}\big),
         \quad \tilde h^{(k-1)} = \mathrm{dropout}(h^{(k-1)}) \text{ for } k \ge 2 \\
     \text{out} &= W_{out} h^{(K_l)} + b_{out}, \qquad P = \text{out}[L:] \in \mathbb{R}^{N\times D}
 

@@ -137,3 +137,44 @@ def test_bad_inputs_are_usage_errors(tmp_path):
 def test_palette_is_distinct_beyond_256():
     p = palette(600)
     assert p.shape == (600, 3) and len({tuple(c) for c in p}) == 600
+
+
+def _tiny_training_artifact(root):
+    """A real training artifact: a tiny segmenter + UniSegHead written by the train stage's model writer."""
+    from uniseg_cli import artifacts as A
+    from uniseg_cli.models import SegmenterConfig, UniSegHead, build_segmenter
+    from uniseg_cli.training.model_io import save_unified_model
+
+    torch.manual_seed(0)
+    tax = _tax()
+    seg = build_segmenter(SegmenterConfig(backbone="tiny", embed_dim=8))
+    head = UniSegHead(5, 8, [tax.mapping("city"), tax.mapping("mall")])
+    with A.publish(root, "training", {"test": "predict"}, []) as st:
+        save_unified_model(st.dir, seg.eval(), head, {d: list(c) for d, c in tax.datasets.items()}, run_id=st.run_id)
+    return st.artifact
+
+
+def test_predict_cli_with_a_tiny_trained_model(tmp_path, cli, _artifacts_root):
+    art = _tiny_training_artifact(_artifacts_root)
+    paths = _write_images(tmp_path / "in", [(40, 56), (64, 64)])
+    out = tmp_path / "out"
+    code, stdout, err = cli("predict", tmp_path / "in", "--out", out, "--space", "city", "--tile", "32",
+                            "--batch-size", "3", "--device", "cpu", "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["model"] == str(art.path) and doc["num_classes"] == 3 and len(doc["images"]) == 2
+    for entry, src in zip(doc["images"], paths):
+        lab = np.asarray(Image.open(entry["label"]))
+        assert lab.shape == np.asarray(Image.open(src)).shape[:2] and lab.max() < 3
+    names = [c["name"] for c in json.loads((out / "classes.json").read_text())["classes"]]
+    assert names == ["road", "vehicle", "sky"]
+    # unified space: node names from the members; the inactive channel 4 never appears
+    code, stdout, err = cli("predict", paths[0], "--out", tmp_path / "u", "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["num_classes"] == 5 and 4 not in doc["images"][0]["classes_present"]
+    # a second run refuses to overwrite (exit 4), --force overwrites
+    code, _, err = cli("predict", paths[0], "--out", tmp_path / "u")
+    assert code == 4 and "--force" in err
+    code, stdout, _ = cli("predict", paths[0], "--out", tmp_path / "u", "--force")
+    assert code == 0 and stdout.strip().endswith("u")

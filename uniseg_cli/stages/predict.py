@@ -372,3 +372,31 @@ def run_predict(predictor: Predictor, items: Sequence[ImageItem], out: str | Pat
     }, indent=1) + "\n")
     return {"out": str(out), "space": params.space, "num_classes": len(classes), "dtype": dtype,
             "classes_file": str(cf), "images": written}
+
+
+def load_predictor(train, device: str = "auto", taxonomy_file: str | Path | None = None) -> Predictor:
+    """Rebuild the model of a training artifact (``model.json`` + ``model.safetensors``) for inference.
+
+    The label spaces come from the model's own (final, pruned) boolean mappings; node names from its
+    members, or from ``taxonomy_file`` (an exported taxonomy.parquet of this model, e.g. with LLM names).
+    """
+    from uniseg_cli.stages.export_taxonomy import member_names
+    from uniseg_cli.taxonomy.schema import Taxonomy
+    from uniseg_cli.training.distributed import resolve_device
+    from uniseg_cli.training.model_io import NORM_MEAN, NORM_STD, load_unified_model
+
+    dev = resolve_device(device)
+    model = load_unified_model(train, dev)
+    maps = {d: model.head.mapping(i).detach().cpu().numpy() > 0.5 for i, d in enumerate(model.datasets)}
+    tax = Taxonomy.from_mappings(maps, datasets=model.datasets)
+    tax.names = member_names(tax)
+    if taxonomy_file is not None:
+        from uniseg_cli.taxonomy.schema import read_taxonomy
+
+        named = read_taxonomy(taxonomy_file)
+        tax.names.update({u: n for u, n in named.names.items() if u in tax.names})
+    info = model.meta.get("model", {})
+    mean = [v / 255.0 for v in info.get("mean", NORM_MEAN)]
+    std = [v / 255.0 for v in info.get("std", NORM_STD)]
+    return Predictor(forward=model.unified_logits, taxonomy=tax, device=str(dev), mean=mean, std=std,
+                     source=str(getattr(train, "path", train)))

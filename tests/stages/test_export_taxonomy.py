@@ -123,3 +123,22 @@ def test_state_that_breaks_the_invariants_is_refused(_artifacts_root):
     ctx = S.StageContext(spec=SPEC, params=Params(), inputs={"train": train}, datasets=[], root=_artifacts_root)
     with pytest.raises(ArtifactError, match="'person'.*park"):
         S.execute(ctx)
+
+
+def test_export_cli_json_rerun_and_show(_artifacts_root, cli):
+    import json
+
+    train = _training_artifact(_artifacts_root)
+    code, out, err = cli("export-taxonomy", "--train", train.path, "--no-picture", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["kind"] == "taxonomy" and doc["summary"]["nodes"] == 6
+    tax_file = doc["summary"]["taxonomy"]
+    assert read_taxonomy(tax_file).problems() == []
+    code, _, err = cli("export-taxonomy", "--train", train.run_id, "--no-picture")
+    assert code == 4 and "--force" in err
+    code, out, err = cli("export-taxonomy", "--no-picture", "--force")  # newest training run by default
+    assert code == 0, err
+    assert "6 unified nodes for 9 labels in 3 datasets" in out and out.strip().endswith(doc["run_id"])
+    code, out, _ = cli("taxonomy", "show", doc["path"], "--name", "vehicle")
+    assert code == 0 and "car / vehicle" in out and "vehicle*" in out

@@ -135,3 +135,24 @@ def test_bad_histogram_is_a_usage_error():
         evaluate_unseen(np.ones((2, 3)), np.ones((3, 3)))
     with pytest.raises(UsageError, match="entries"):
         unseen_miou(np.ones((2, 3)), np.array([0, 1]))
+
+
+def test_fitted_mapping_is_saved_in_the_taxonomy_schema(tmp_path):
+    from uniseg_cli.taxonomy.schema import read_taxonomy, write_taxonomy
+    from uniseg_cli.taxonomy.unseen import unseen_taxonomy
+
+    hist = np.array([[90, 10, 0, 0], [0, 80, 5, 40], [0, 0, 70, 0]])
+    res = evaluate_unseen(hist, hist)
+    tax = unseen_taxonomy(res.mapping, hist, "camdrive", ["Road", "Car", "Sky"], node_names={0: "road", 1: "car"},
+                          sources={"training": "abc123"})
+    path = write_taxonomy(tax, tmp_path / "unseen.parquet", kind="unseen-mapping", run_id="r1")
+    back = read_taxonomy(path)
+    assert back.problems() == [] and back.sources == {"training": "abc123"}
+    m = back.mapping("camdrive")
+    assert m.shape == (3, 4) and (m.sum(axis=0) == 1).all()  # every output class has exactly one target
+    assert [int(np.flatnonzero(m[:, u])[0]) for u in range(4)] == res.mapping.tolist()
+    assert back.names[0] == "road"
+    assert back.weights["camdrive"][0, 0] == pytest.approx(90 / 100)  # IoU(u=0, Road) on the fitting split
+    assert back.pixel_share["camdrive"][1, 3] == pytest.approx(40 / 125)
+    with pytest.raises(UsageError, match="get no node"):
+        unseen_taxonomy(np.array([0]), np.array([[5], [3]]), "t", ["a", "b"])

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_eval import language_merge, merge_mappings, own_miou, space_hists, unseen_miou_pct  # noqa: E402
 from quality_models import (  # noqa: E402
+    demo_budget,
     multihead_model,
     run_stage,
     stage1_flags,
@@ -144,33 +145,32 @@ def score(method: Method, train_specs, unseen_specs) -> dict:
 
 def run_world(args, anonymize: bool) -> dict:
     out = Path(args.out)
-    root = out / "artifacts"
+    root = Path(args.artifacts) if args.artifacts else out / "artifacts"
     info, train_specs, unseen_specs = world(out, args.preset, args.seed, anonymize)
     truth = read_taxonomy(info["truth"]).restrict([s.name for s in train_specs])
     budget = args.budget
     methods: list[Method] = []
 
     t0 = time.time()
-    arts = uniseg_pipeline(out / ("anon" if anonymize else "default"), root, train_specs, unseen_specs, info, budget,
-                           args.seed)
+    arts = uniseg_pipeline(root, [*train_specs, *unseen_specs], budget)
     tax = read_taxonomy(arts["export-taxonomy"].path / "taxonomy.parquet")
     methods.append(Method("uniseg", {"uniseg": uniseg_model(arts["train"])}, tax, time.time() - t0,
-                          note=f"stage 1 {arts['stage1_iters']} + stage 2/3 {arts['train_iters']} iterations"))
+                          note=f"stage 1 {arts['stage1_iters']} + stages 2/3 {arts['train_iters']} iterations; "
+                               f"picture {arts['export-taxonomy'].path / 'taxonomy.svg'}"))
 
     t0 = time.time()
-    mh = run_stage("estimate-nodes", root, train_specs, stage1_flags(budget, args.seed))
-    methods.append(Method("multi-seghead", {"multi-seghead": multihead_model(mh, train_specs)}, None, time.time() - t0))
+    mh = run_stage("estimate-nodes", root, [*train_specs, *unseen_specs], stage1_flags(budget))
+    methods.append(Method("multi-seghead", {"multi-seghead": multihead_model(mh)}, None, time.time() - t0))
 
     t0 = time.time()
     singles = {}
     for s in train_specs:
-        art = run_stage("estimate-nodes", root, [s], stage1_flags(budget, args.seed))
-        singles[s.name] = multihead_model(art, [s])
+        singles[s.name] = multihead_model(run_stage("estimate-nodes", root, [s], stage1_flags(budget)))
     methods.append(Method("single", singles, None, time.time() - t0))
 
     t0 = time.time()
     lang_tax, thr, grid = language_taxonomy(arts["embed-labels"], train_specs, truth)
-    lang_model = train_fixed_mapping(root, train_specs, lang_tax, budget, args.seed, arts)
+    lang_model = train_fixed_mapping(root, train_specs, lang_tax, budget, arts)
     methods.append(Method("language", {"language": lang_model}, lang_tax, time.time() - t0,
                           note=f"threshold {thr} (best F1 of {len(grid)} thresholds)"))
 
@@ -215,7 +215,9 @@ def main() -> None:
     ap.add_argument("--out", default="bench-out/quality", help="worlds and artifacts go here (reused across runs)")
     ap.add_argument("--preset", default="demo", help="synthetic world preset (demo, tiny, bench)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--budget", type=int, default=600, help="training iterations per model")
+    ap.add_argument("--budget", type=int, default=demo_budget(),
+                    help="training iterations per model (default: the demo pipeline's, whose artifacts are then reused)")
+    ap.add_argument("--artifacts", default=None, help="artifact root (default: OUT/artifacts); share it with `uniseg run`")
     ap.add_argument("--worlds", default="default,anonymized", help="default, anonymized or both (comma-separated)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()

@@ -21,9 +21,25 @@ from uniseg_cli import artifacts as A
 from uniseg_cli import stages as S
 from uniseg_cli.pipeline import stage_context
 
-#: The demo pipeline's stage-2/3 schedule (pipeline.yaml), scaled to the iterations left after stage 1.
-DEMO_STAGE23 = {"gnn_iters": 40, "seg_iters": 40, "first_gnn_iters": 30, "num_phases": 5, "final_iters": 100}
-COMMON = {"crop_size": 64, "images_per_dataset": 2, "device": "auto"}
+#: The demo pipeline (pipeline.yaml at the repository root): its stage sections are the bench's params,
+#: so a bench run at the demo's budget reuses the demo's artifacts (same recipe, same run ids).
+DEMO_PIPELINE = Path(__file__).resolve().parent.parent / "pipeline.yaml"
+
+
+def demo_sections() -> dict:
+    import yaml
+
+    return (yaml.safe_load(DEMO_PIPELINE.read_text()) or {}).get("stages", {})
+
+
+def demo_budget() -> int:
+    """Iterations of one uniseg model in the demo: stage 1 + stage 2 + stage 3."""
+    st = demo_sections()
+    t = st.get("train", {})
+    n, start = int(t.get("num_phases", 5)), t.get("start_with", "gnn")
+    n_gnn = (n + 1) // 2 if start == "gnn" else n // 2
+    stage2 = n_gnn * int(t.get("gnn_iters", 40)) + (n - n_gnn) * int(t.get("seg_iters", 40))
+    return int(st.get("estimate-nodes", {}).get("iters", 300)) + stage2 + int(t.get("final_iters", 100))
 
 
 def run_stage(name: str, root: Path, datasets: Sequence, flags: dict, inputs: dict | None = None) -> A.Artifact:
@@ -34,40 +50,47 @@ def run_stage(name: str, root: Path, datasets: Sequence, flags: dict, inputs: di
     return art
 
 
-def split_budget(budget: int) -> tuple[int, dict]:
-    """(stage-1 iterations, train flags) whose iterations add up to ``budget``."""
-    i1 = budget // 2
-    i2 = budget - i1
-    f = i2 / 300.0
-    gnn, seg, first = max(1, round(40 * f)), max(1, round(40 * f)), max(1, round(30 * f))
-    final = i2 - (3 * gnn + 2 * seg)
-    if final < 1:
-        raise ValueError(f"budget {budget} is too small for stage 2 and stage 3")
-    return i1, {"gnn_iters": gnn, "seg_iters": seg, "first_gnn_iters": min(first, gnn), "num_phases": 5,
-                "final_iters": final, "prune_at": final // 2}
+def split_budget(budget: int) -> tuple[dict, dict]:
+    """(estimate-nodes flags, train flags): the demo's sections, iterations scaled to add up to ``budget``."""
+    st = demo_sections()
+    est, tr = dict(st.get("estimate-nodes", {})), dict(st.get("train", {}))
+    if budget == demo_budget():
+        return est, tr
+    f = budget / demo_budget()
+    est["iters"] = max(1, round(int(est.get("iters", 300)) * f))
+    for k, default in (("gnn_iters", 40), ("seg_iters", 40), ("first_gnn_iters", 30)):
+        tr[k] = max(1, round(int(tr.get(k, default)) * f))
+    tr["first_gnn_iters"] = min(tr["first_gnn_iters"], tr["gnn_iters"])
+    n, start = int(tr.get("num_phases", 5)), tr.get("start_with", "gnn")
+    n_gnn = (n + 1) // 2 if start == "gnn" else n // 2
+    tr["final_iters"] = budget - est["iters"] - n_gnn * tr["gnn_iters"] - (n - n_gnn) * tr["seg_iters"]
+    if tr["final_iters"] < 2:
+        raise ValueError(f"budget {budget} is too small for stage 1, stage 2 and stage 3")
+    tr["prune_at"] = tr["final_iters"] // 2
+    return est, tr
 
 
-def uniseg_pipeline(work: Path, root: Path, train_specs, unseen_specs, info: dict, budget: int, seed: int) -> dict:
+def uniseg_pipeline(root: Path, datasets, budget: int) -> dict:
     """describe-labels -> embed-labels -> estimate-nodes -> train -> export-taxonomy; the artifacts by stage."""
-    ds = [*train_specs, *unseen_specs]
-    i1, train_flags = split_budget(budget)
+    st = demo_sections()
+    est, tr = split_budget(budget)
     out = {}
-    out["describe-labels"] = run_stage("describe-labels", root, ds, {"provider": "template"})
-    out["embed-labels"] = run_stage("embed-labels", root, ds, {"model": "minilm", "pooling": "mean"},
+    out["describe-labels"] = run_stage("describe-labels", root, datasets, st.get("describe-labels", {}))
+    out["embed-labels"] = run_stage("embed-labels", root, datasets, st.get("embed-labels", {}),
                                     {"describe-labels": out["describe-labels"]})
-    out["estimate-nodes"] = run_stage("estimate-nodes", root, ds,
-                                      {"iters": i1, "seed": seed, "checkpoint_every": 0, **COMMON})
-    out["train"] = run_stage("train", root, ds, {**train_flags, "seed": seed, "checkpoint_every": 0, **COMMON},
+    out["estimate-nodes"] = run_stage("estimate-nodes", root, datasets, est)
+    out["train"] = run_stage("train", root, datasets, tr,
                              {"embed-labels": out["embed-labels"], "estimate-nodes": out["estimate-nodes"]})
-    out["export-taxonomy"] = run_stage("export-taxonomy", root, [], {"picture": True},
+    out["export-taxonomy"] = run_stage("export-taxonomy", root, [], st.get("export-taxonomy", {}),
                                        {"train": out["train"]})
-    out["stage1_iters"] = i1
-    out["train_iters"] = budget - i1
+    out["stage1_iters"] = int(est.get("iters", 300))
+    out["train_iters"] = budget - out["stage1_iters"]
     return out
 
 
-def stage1_flags(iters: int, seed: int) -> dict:
-    return {"iters": iters, "seed": seed, "checkpoint_every": 0, **COMMON}
+def stage1_flags(iters: int) -> dict:
+    """estimate-nodes flags of a baseline model trained for ``iters`` iterations (demo settings otherwise)."""
+    return {**demo_sections().get("estimate-nodes", {}), "iters": iters}
 
 
 # --------------------------------------------------------------------------------------------- loaders
@@ -79,7 +102,7 @@ def _device() -> torch.device:
     return resolve_device("auto")
 
 
-def multihead_model(art: A.Artifact, specs) -> SpaceModel:
+def multihead_model(art: A.Artifact) -> SpaceModel:
     """A stage-1 checkpoint (estimate-nodes) as one label space per head, named after its dataset."""
     from uniseg_cli.stages.stage1 import build_model
     from uniseg_cli.training.checkpoint import read_checkpoint
@@ -111,12 +134,13 @@ def uniseg_model(train_art: A.Artifact) -> SpaceModel:
 # --------------------------------------------------------------------------------------------- language-only
 
 
-def train_fixed_mapping(root: Path, train_specs, tax, budget: int, seed: int, arts: dict) -> SpaceModel:
+def train_fixed_mapping(root: Path, train_specs, tax, budget: int, arts: dict) -> SpaceModel:
     """The language-only baseline: a UniSegHead with the given fixed mapping, trained like stage 3.
 
-    Same budget as uniseg: it warm-starts from the same stage-1 segmenter (``budget // 2`` iterations,
-    uniseg's estimate-nodes run) and trains segmenter and prototypes for the other half, mapping fixed,
-    no GNN, no pruning. Cached under ``<root>/bench-language/<hash>/``.
+    Same budget as uniseg: it warm-starts from the same stage-1 segmenter (uniseg's estimate-nodes run)
+    and trains segmenter and prototypes for the iterations uniseg spends in stages 2 and 3, mapping
+    fixed, no GNN, no pruning, the train stage's other settings. Cached under
+    ``<root>/bench-language/<hash>/``.
     """
     from uniseg_cli.models import UniSegHead, build_segmenter
     from uniseg_cli.stages.train import Params
@@ -128,15 +152,17 @@ def train_fixed_mapping(root: Path, train_specs, tax, budget: int, seed: int, ar
 
     names = [s.name for s in train_specs]
     maps = [np.asarray(tax.mapping(n), bool) for n in names]
-    iters = budget - budget // 2
-    key = hashlib.sha256(json.dumps({"maps": [m.astype(int).tolist() for m in maps], "iters": iters, "seed": seed,
-                                     "stage1": arts["estimate-nodes"].run_id, **COMMON}).encode()).hexdigest()[:12]
+    iters = arts["train_iters"]
+    key = hashlib.sha256(json.dumps({"maps": [m.astype(int).tolist() for m in maps], "iters": iters,
+                                     "stage1": arts["estimate-nodes"].run_id, "train": split_budget(budget)[1]},
+                                    sort_keys=True).encode()).hexdigest()[:12]
     out = Path(root) / "bench-language" / key
     if (out / "model.json").exists():
         return unified_space_model(load_unified_model(out, _device()))
-    p = Params(seed=seed, checkpoint_every=0, final_iters=iters, prune_at=0, **COMMON)
+    tr = {k: v for k, v in split_budget(budget)[1].items() if k in {f.name for f in dataclasses.fields(Params)}}
+    p = dataclasses.replace(Params(**tr), final_iters=iters, prune_at=0, num_phases=0)
     seg_cfg, seg_state, _ = read_stage1_segmenter(arts["estimate-nodes"])
-    torch.manual_seed(seed)
+    torch.manual_seed(p.seed)
     seg = build_segmenter(dataclasses.replace(seg_cfg, pretrained=False))
     seg.load_state_dict(seg_state)
     head = UniSegHead(maps[0].shape[1], seg_cfg.embed_dim, maps)
@@ -146,7 +172,7 @@ def train_fixed_mapping(root: Path, train_specs, tax, budget: int, seed: int, ar
     dist = init_distributed(p.device)
     trainer = Trainer(task, stage3_phases(iters, None), p.optim(), batches=batch_source(data, p, dist), stage="language",
                       dist=dist, work_dir=out.parent / f".work-{key}", checkpoint_every=0, log_every=p.log_every,
-                      seed=seed, config={"bench": "language-only", "key": key}, progress=False)
+                      seed=p.seed, config={"bench": "language-only", "key": key}, progress=False)
     trainer.run()
     save_unified_model(out, task.segmenter.eval(), task.head, {n: list(tax.datasets[n]) for n in names})
     return unified_space_model(load_unified_model(out, _device()))

@@ -138,6 +138,17 @@ def broadcast_tensor(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     return t
 
 
+def broadcast_module_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (e.g. BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step each rank's BN
+    statistics carry its own last batch; call this to make the ranks identical again.
+    """
+    if _active():
+        for b in module.buffers():
+            dist.broadcast(b.data, src=src)
+
+
 def shard(items: Sequence[T], ctx: DistContext) -> list[T]:
     """This rank's share of ``items`` (rank r takes r, r+W, ...)."""
     return list(items[ctx.rank :: ctx.world_size])

@@ -60,7 +60,7 @@ from torch import nn
 
 from uniseg_cli.errors import ArtifactError, UnisegError
 from uniseg_cli.training import checkpoint as C
-from uniseg_cli.training.distributed import DistContext, barrier, wrap_ddp
+from uniseg_cli.training.distributed import DistContext, barrier, broadcast_module_buffers, wrap_ddp
 from uniseg_cli.training.monitor import MetricsLogger, StepTimer
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
@@ -240,6 +240,10 @@ class Trainer:
         for m in self._eval_mods:
             m.eval()
 
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BN statistics drift apart by the last step's batch under DDP)."""
+        broadcast_module_buffers(self.task)
+
     def trainable_names(self) -> list[str]:
         return [n for n, p in self.task.named_parameters() if p.requires_grad]
 
@@ -316,6 +320,7 @@ class Trainer:
             with self.logger.display(self.stage, self.total, self.iteration, enabled=self.show_progress and self.dist.is_main) as disp:
                 while self.iteration < stop:
                     self._one_iteration(batches, timer, disp)
+            self.sync_buffers()
             self.save_checkpoint()
         elif resumed_from is None:
             self.save_checkpoint()
@@ -335,8 +340,8 @@ class Trainer:
             if k_it == 0:
                 self.hooks.on_phase_start(self, info)
                 self._set_modes()
-        seed_step(self.seed, self.dist.rank, it)
         batch = to_device(next(batches), self.dist.device)
+        seed_step(self.seed, self.dist.rank, it)  # after fetching: whatever the batch source draws cannot matter
         self._set_modes()
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
             out = self._model(batch, info)

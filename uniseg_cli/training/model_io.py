@@ -5,7 +5,7 @@
 
     {"model": {"schema": "uniseg.model/1", "kind": "unified",
                "segmenter": {SegmenterConfig fields}, "num_nodes": N, "embed_dim": D,
-               "datasets": {name: [class names, in id order], ...},   # training datasets, in order
+               "datasets": [[name, [class names, in id order]], ...],   # training datasets, in order
                "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},   # 0..255 RGB
      "config": {resolved train params}, "run_id": "...", ...}
 
@@ -79,7 +79,7 @@ def save_unified_model(directory: str | Path, segmenter, head, datasets: Mapping
     seg_cfg = segmenter.config.to_dict() if hasattr(segmenter.config, "to_dict") else dataclasses.asdict(segmenter.config)
     meta = {"model": {"schema": MODEL_SCHEMA, "kind": "unified", "segmenter": seg_cfg,
                       "num_nodes": int(head.num_nodes), "embed_dim": int(head.prototypes.shape[1]),
-                      "datasets": {k: list(v) for k, v in datasets.items()},
+                      "datasets": [[k, list(v)] for k, v in datasets.items()],  # a list: JSON keys get sorted
                       "mean": list(NORM_MEAN), "std": list(NORM_STD)},
             "run_id": run_id, "config": config or {}, **(extra or {})}
     return write_checkpoint(directory, MODEL_STEM, tensors, meta)
@@ -105,7 +105,7 @@ def load_unified_model(src, device: str | torch.device = "cpu") -> UnifiedModel:
                             f"kind {m.get('kind')!r})", hint=hint)
     try:
         seg_cfg = SegmenterConfig(**{**m["segmenter"], "pretrained": False})
-        datasets = {k: list(v) for k, v in m["datasets"].items()}
+        datasets = {str(k): list(v) for k, v in m["datasets"]}
         n_nodes, sizes = int(m["num_nodes"]), [len(v) for v in datasets.values()]
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{d / 'model.json'}: bad model description ({e})", hint=hint) from None

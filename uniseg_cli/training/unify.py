@@ -246,6 +246,7 @@ class Stage3Hooks(Hooks):
         if not info.phase.get("prune"):
             return
         sizes = self.task.head.num_classes
+        trainer.sync_buffers()  # every rank measures with rank 0's BN statistics
         self.prune_hist = unified_hist(self.task, self.images(), sizes, self.device, self.amp)
         maps = [m.cpu().numpy() > 0.5 for m in self.task.head.mappings]
         self.task.head.set_mappings(prune_mappings(maps, self.prune_hist, self.threshold))

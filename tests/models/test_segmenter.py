@@ -134,3 +134,53 @@ def test_set_phase_rejects_unknown_phase():
     seg, head, gnn, _ = _parts()
     with pytest.raises(UsageError, match="valid phases"):
         set_phase("warmup", seg, head, gnn)
+
+
+class _Task(torch.nn.Module):
+    """The GNN-phase and SEG-phase losses behind one forward, as a trainer would wrap them in DDP."""
+
+    def __init__(self, seg, head, gnn):
+        super().__init__()
+        self.seg, self.head, self.gnn = seg, head, gnn
+
+    def forward(self, x, y, dataset_idx, phase):
+        emb = self.seg(x)
+        if phase.startswith("gnn"):
+            out = self.gnn()
+            z = self.head.unified_logits(emb, out.prototypes)
+            loss = orthogonality_loss(out.prototypes)
+            for d in range(2):
+                idx = dataset_idx == d
+                loss = loss + blended_ce(z[idx], out.soft[d], self.head.mapping(d), 0.5, y[idx])
+            return loss
+        return multi_dataset_ce(self.head(emb, dataset_idx), y)[0]
+
+
+def test_ddp_per_phase_wrapping_after_set_phase_needs_no_unused_parameter_search():
+    """Real DDP (gloo, one rank, find_unused_parameters=False): fine after set_phase, an error without."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        seg, head, gnn, _ = _parts()
+        task = _Task(seg, head, gnn)
+        x, y, dataset_idx = torch.randn(4, 3, 32, 32), torch.randint(0, 2, (4, 32, 32)), torch.tensor([0, 1, 0, 1])
+        for phase in ("gnn", "gnn_frozen_adj", "seg", "stage3"):
+            set_phase(phase, seg, head, gnn)
+            ddp = DDP(task, find_unused_parameters=False)
+            for _ in range(2):
+                ddp(x, y, dataset_idx, phase).backward()
+        for p in task.parameters():  # control: everything trainable in a GNN phase -> DDP refuses
+            p.requires_grad_(True)
+        ddp = DDP(task, find_unused_parameters=False)
+        with pytest.raises(RuntimeError, match="finished reduction"):
+            for _ in range(2):
+                ddp(x, y, dataset_idx, "gnn").backward()
+    finally:
+        dist.destroy_process_group()

@@ -184,3 +184,24 @@ def test_ddp_per_phase_wrapping_after_set_phase_needs_no_unused_parameter_search
                 ddp(x, y, dataset_idx, "gnn").backward()
     finally:
         dist.destroy_process_group()
+
+
+def test_pretrained_weights_load_from_the_hub_cache_without_network(tmp_path, monkeypatch):
+    """A Hugging Face cache laid out as the hub writes it; HF_HUB_OFFLINE stays set."""
+    import timm
+    from safetensors.torch import save_file
+
+    hub_id = timm.models.get_pretrained_cfg("resnet18").hf_hub_id
+    torch.manual_seed(1)
+    weights = {k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}
+    repo = tmp_path / ("models--" + hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    save_file(weights, str(snap / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seg = build_segmenter(SegmenterConfig(backbone="resnet18", embed_dim=8, pretrained=True))
+    torch.testing.assert_close(seg.backbone.body.conv1.weight, weights["conv1.weight"])
+    torch.testing.assert_close(seg.backbone.body.layer4[1].bn2.running_var, weights["layer4.1.bn2.running_var"])

@@ -117,8 +117,9 @@ def _cached_weights(hub_id: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub is a pinned dependency
         return None
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None  # read now: huggingface_hub reads it at import
     for filename in ("model.safetensors", "pytorch_model.bin"):
-        path = try_to_load_from_cache(hub_id, filename)
+        path = try_to_load_from_cache(hub_id, filename, cache_dir=cache_dir)
         if isinstance(path, str) and os.path.isfile(path):
             return path
     return None

@@ -37,7 +37,8 @@ __all__ = [
     "BACKBONES", "Backbone", "BackboneSpec", "DatasetLogits", "GNNConfig", "GNNOutput", "GNN_PRESETS",
     "IGNORE_INDEX", "LabelGNN", "MultiSegHead", "PHASES", "ProjectionHead", "Segmenter", "SegmenterConfig",
     "SingleHead", "UniSegHead", "blend_ratio", "blended_ce", "build_segmenter", "list_backbones",
-    "multi_dataset_ce", "ohem_ce", "orthogonality_loss", "set_phase", "split_by_dataset", "upsample_logits",
+    "multi_dataset_ce", "ohem_ce", "orthogonality_loss", "segmenter_config_from_dict", "set_phase", "split_by_dataset",
+    "upsample_logits",
 ]
 
 

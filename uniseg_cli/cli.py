@@ -623,6 +623,174 @@ def estimate_nodes_cmd(
 
 # ------------------------------------------------------------------------------------ train / evaluate (issue 7)
 
+
+def _tr_opt(help_text: str, *names: str):
+    return typer.Option(*names, help=help_text, show_default=False)
+
+
+def _name_values(items: list[str] | None, flag: str) -> dict[str, str] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, val = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{flag} {item!r}: expected NAME=WEIGHT", hint=f"e.g. {flag} citydrive=3")
+        out[name] = val
+    return out
+
+
+@app.command("train")
+def train_cmd(
+    datasets: DatasetOpt = None,
+    pipeline: PipelineOpt = None,
+    features: Annotated[Optional[str], _tr_opt("The label-features run (embed-labels): a path or run id [newest].", "--features")] = None,
+    estimate: Annotated[Optional[str], _tr_opt("The node-estimate run (estimate-nodes): a path or run id [newest].", "--estimate")] = None,
+    images_per_dataset: Annotated[Optional[int], _tr_opt("Images of every dataset per batch and rank [2; paper 3].", "--images-per-dataset")] = None,
+    crop_size: Annotated[Optional[int], _tr_opt("Training crop size [64; paper 768].", "--crop-size")] = None,
+    workers: Annotated[Optional[int], _tr_opt("Data-loader workers [0].", "--workers")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    lr: Annotated[Optional[float], _tr_opt("AdamW learning rate [1e-3; paper 1e-4].", "--lr")] = None,
+    backbone_lr_mult: Annotated[Optional[float], _tr_opt("Backbone LR multiplier [0.1].", "--backbone-lr-mult")] = None,
+    weight_decay: Annotated[Optional[float], _tr_opt("AdamW weight decay [0.05].", "--weight-decay")] = None,
+    warmup_iters: Annotated[Optional[int], _tr_opt("Linear warmup iterations per stage [10].", "--warmup-iters")] = None,
+    warmup_factor: Annotated[Optional[float], _tr_opt("LR factor at the first warmup iteration [0.001].", "--warmup-factor")] = None,
+    poly_power: Annotated[Optional[float], _tr_opt("Poly decay power [0.9].", "--poly-power")] = None,
+    clip_grad_norm: Annotated[Optional[float], _tr_opt("Gradient L2-norm clip, 0 = off [1.0; paper 0.01].", "--clip-grad-norm")] = None,
+    amp: Annotated[Optional[bool], _tr_opt("Mixed precision on CUDA [on].", "--amp/--no-amp")] = None,
+    ohem_thresh: Annotated[Optional[float], _tr_opt("OHEM probability threshold [0.7].", "--ohem-thresh")] = None,
+    ohem_min_kept: Annotated[Optional[float], _tr_opt("OHEM minimum kept fraction [0.0625].", "--ohem-min-kept")] = None,
+    gnn_iters: Annotated[Optional[int], _tr_opt("Iterations of each GNN phase [40; paper 20000].", "--gnn-iters")] = None,
+    seg_iters: Annotated[Optional[int], _tr_opt("Iterations of each segmentation phase [40; paper 20000].", "--seg-iters")] = None,
+    first_gnn_iters: Annotated[Optional[int], _tr_opt("GNN-phase iterations with a trainable adjacency [30; paper 15000].", "--first-gnn-iters")] = None,
+    num_phases: Annotated[Optional[int], _tr_opt("GNN + segmentation phases in stage 2 [5].", "--num-phases")] = None,
+    start_with: Annotated[Optional[str], _tr_opt("First phase of stage 2: gnn or seg [gnn].", "--start-with")] = None,
+    solve_every: Annotated[Optional[int], _tr_opt("Re-solve the mapping every N GNN iterations [10; paper 101].", "--solve-every")] = None,
+    orth_weight: Annotated[Optional[float], _tr_opt("Orthogonality loss weight [10].", "--orth-weight")] = None,
+    orth_temperature: Annotated[Optional[float], _tr_opt("Orthogonality loss temperature [0.07].", "--orth-temperature")] = None,
+    loss_weight: Annotated[Optional[list[str]], _tr_opt("Stage-2 CE weight NAME=W (repeatable) [1].", "--loss-weight")] = None,
+    gnn_hidden: Annotated[Optional[int], _tr_opt("GNN hidden width [64; paper 2048].", "--gnn-hidden")] = None,
+    gnn_layers: Annotated[Optional[int], _tr_opt("GraphSAGE layers [3].", "--gnn-layers")] = None,
+    gnn_dropout: Annotated[Optional[float], _tr_opt("GNN dropout [0.5].", "--gnn-dropout")] = None,
+    adj_temperature: Annotated[Optional[float], _tr_opt("Adjacency softmax temperature [0.07].", "--adj-temperature")] = None,
+    dataset_embedding: Annotated[Optional[bool], _tr_opt("Learnable dataset embedding on label features [off].", "--dataset-embedding/--no-dataset-embedding")] = None,
+    uot_reg: Annotated[Optional[float], _tr_opt("Unbalanced-OT entropic regularisation [0.01].", "--uot-reg")] = None,
+    uot_reg_m: Annotated[Optional[float], _tr_opt("Unbalanced-OT marginal weight [5].", "--uot-reg-m")] = None,
+    beta_ema: Annotated[Optional[float], _tr_opt("EMA of the OT target marginal [0.7].", "--beta-ema")] = None,
+    prune_ratio: Annotated[Optional[float], _tr_opt("OT edge pruning ratio [1.0].", "--prune-ratio")] = None,
+    min_link_weight: Annotated[Optional[float], _tr_opt("Keep an edge only if S[c,u] exceeds this, 0 = reference [0.5].", "--min-link-weight")] = None,
+    final_iters: Annotated[Optional[int], _tr_opt("Final-stage iterations [100; paper 100000].", "--final-iters")] = None,
+    prune_at: Annotated[Optional[int], _tr_opt("Final-stage iteration of the edge pruning, 0 = never [50; paper 50000].", "--prune-at")] = None,
+    prune_threshold: Annotated[Optional[float], _tr_opt("Drop edges with at most this pixel share [0.01].", "--prune-threshold")] = None,
+    final_loss_weight: Annotated[Optional[list[str]], _tr_opt("Final-stage CE weight NAME=W (repeatable) [1].", "--final-loss-weight")] = None,
+    held_out_split: Annotated[Optional[str], _tr_opt("Split for pruning and pixel shares [each dataset's val split].", "--held-out-split")] = None,
+    holdout_fraction: Annotated[Optional[float], _tr_opt("Hold this share of train out of training and measure on it [0].", "--holdout-fraction")] = None,
+    held_out_max_images: Annotated[Optional[int], _tr_opt("At most this many held-out images per dataset, 0 = all [0].", "--held-out-max-images")] = None,
+    checkpoint_every: Annotated[Optional[int], _tr_opt("Iterations between resumable checkpoints [50].", "--checkpoint-every")] = None,
+    log_every: Annotated[Optional[int], _tr_opt("Iterations between metrics.jsonl lines [10].", "--log-every")] = None,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stages 2 and 3: alternate GNN / segmentation training, then train the final model and prune edges.
+
+    Reads the label features (embed-labels), N + the initial mapping + the stage-1 checkpoint
+    (estimate-nodes) and the datasets. Writes training/<run>/: model.safetensors + model.json,
+    taxonomy_state.h5 (soft adjacency, boolean mappings, pixel shares) and metrics.jsonl. An
+    interrupted run resumes from its last checkpoint when re-run with the same recipe; under
+    torchrun every rank trains on its own shard (gloo on CPU, NCCL on GPU).
+
+    \b
+    Examples:
+      uniseg train --pipeline pipeline.yaml
+      uniseg train --pipeline pipeline.yaml --gnn-iters 100 --seg-iters 100 --final-iters 200 --json
+      torchrun --nproc_per_node=4 -m uniseg_cli train --pipeline pipelines/paper-7ds.yaml
+    """
+    from uniseg_cli.ui import out
+
+    flags = dict(
+        images_per_dataset=images_per_dataset, crop_size=crop_size, workers=workers, seed=seed, device=device, lr=lr,
+        backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, warmup_iters=warmup_iters,
+        warmup_factor=warmup_factor, poly_power=poly_power, clip_grad_norm=clip_grad_norm, amp=amp,
+        ohem_thresh=ohem_thresh, ohem_min_kept=ohem_min_kept, gnn_iters=gnn_iters, seg_iters=seg_iters,
+        first_gnn_iters=first_gnn_iters, num_phases=num_phases, start_with=start_with, solve_every=solve_every,
+        orth_weight=orth_weight, orth_temperature=orth_temperature, loss_weights=_name_values(loss_weight, "--loss-weight"),
+        gnn_hidden=gnn_hidden, gnn_layers=gnn_layers, gnn_dropout=gnn_dropout, adj_temperature=adj_temperature,
+        dataset_embedding=dataset_embedding, uot_reg=uot_reg, uot_reg_m=uot_reg_m, beta_ema=beta_ema,
+        prune_ratio=prune_ratio, min_link_weight=min_link_weight, final_iters=final_iters, prune_at=prune_at,
+        prune_threshold=prune_threshold, final_loss_weights=_name_values(final_loss_weight, "--final-loss-weight"),
+        held_out_split=held_out_split, holdout_fraction=holdout_fraction, held_out_max_images=held_out_max_images,
+        checkpoint_every=checkpoint_every, log_every=log_every,
+    )
+
+    def human(art) -> None:
+        s = art.manifest.get("extra", {}).get("summary", {})
+        out(f"unified nodes: {s.get('active_nodes')} active of {s.get('num_nodes')}; edges {s.get('edges')} "
+            f"(before pruning {s.get('edges_before_pruning')})")
+        for st in ("stage2", "stage3"):
+            last = (s.get(st) or {}).get("last") or {}
+            out(f"{st}: {(s.get(st) or {}).get('iterations')} iterations, final loss {last.get('loss', float('nan')):.4f}")
+
+    _run_stage("train", flags, pipeline=pipeline, datasets=datasets,
+               inputs={"embed-labels": features, "estimate-nodes": estimate}, artifacts=artifacts, force=force,
+               json_out=json_out, dry_run=dry_run, human=human)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    datasets: DatasetOpt = None,
+    pipeline: PipelineOpt = None,
+    train: Annotated[Optional[str], _tr_opt("The training run: a path or run id [newest].", "--train")] = None,
+    multihead: Annotated[Optional[Path], _tr_opt("Score this stage-1 Multi-SegHead checkpoint instead (node-estimate dir or multihead.json).", "--multihead")] = None,
+    split: Annotated[Optional[str], _tr_opt("Split scored for training datasets [each dataset's val split].", "--split")] = None,
+    max_images: Annotated[Optional[int], _tr_opt("At most this many images per dataset and split, 0 = all [0].", "--max-images")] = None,
+    unseen_fit_split: Annotated[Optional[str], _tr_opt("Unseen datasets: split the assignment is fitted on [train split].", "--unseen-fit-split")] = None,
+    unseen_score_split: Annotated[Optional[str], _tr_opt("Unseen datasets: split scored [val split].", "--unseen-score-split")] = None,
+    device: DeviceOpt = None,
+    amp: Annotated[Optional[bool], _tr_opt("fp16 autocast on CUDA [off].", "--amp/--no-amp")] = None,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score the trained model: mIoU per dataset in its own label space and via the unified space.
+
+    Full-resolution single-scale inference; confusion-matrix mIoU (ignore pixels not counted,
+    classes without ground truth left out, predictions outside the label space count as errors).
+    Datasets with role unseen are scored through a many-to-one assignment fitted on another split.
+    Writes evaluation/<run>/metrics.json (and unseen-<dataset>.parquet per unseen dataset).
+
+    \b
+    Examples:
+      uniseg evaluate --pipeline pipeline.yaml
+      uniseg evaluate --pipeline pipeline.yaml --json | jq .summary.miou
+      uniseg evaluate --pipeline pipeline.yaml --multihead artifacts/node-estimate/3f9a2c1e0b7d
+    """
+    from uniseg_cli.ui import out
+
+    flags = dict(split=split, max_images=max_images, multihead=str(multihead) if multihead else None,
+                 unseen_fit_split=unseen_fit_split, unseen_score_split=unseen_score_split, device=device, amp=amp)
+    extra = []
+    if multihead is not None:
+        from uniseg_cli.stages.stage1 import multihead_ref
+
+        extra.append(multihead_ref(multihead))
+
+    def human(art) -> None:
+        s = art.manifest.get("extra", {}).get("summary", {})
+        unified = s.get("unified_mean_miou")
+        for name, v in (s.get("miou") or {}).items():
+            out(f"{name:<24} mIoU {v if v is not None else '-':>6}")
+        out(f"{'mean':<24} mIoU {s.get('mean_miou')}" + (f"  (unified space {unified})" if unified is not None else ""))
+        for name, v in (s.get("unseen_miou") or {}).items():
+            out(f"{name + ' (unseen)':<24} mIoU {v if v is not None else '-':>6}")
+
+    _run_stage("evaluate", flags, pipeline=pipeline, datasets=datasets, inputs={"train": train}, artifacts=artifacts,
+               force=force, json_out=json_out, dry_run=dry_run, extra_inputs=extra, human=human)
+
+
 # ------------------------------------------------------------------------------------ export / predict (issue 8)
 
 

@@ -34,7 +34,7 @@ class Params:
     prompt_template: str = llm.DEFAULT_PROMPT  # placeholders {label} {dataset} {label_id} {stem}
     temperature: float = 0.0  # sampling temperature (part of the cache key)
     max_tokens: int = 200  # longest answer, in tokens
-    concurrency: int = 8  # requests in flight at once
+    concurrency: int = 16  # requests in flight at once
     timeout: float = 60.0  # seconds per request before it is retried
     max_retries: int = 5  # retries per label on 429, 5xx, timeouts and empty answers
     descriptions_file: str | None = None  # file provider: JSON, CSV or Parquet with dataset, label, description

@@ -62,14 +62,21 @@ def upstream(root: Path, specs) -> tuple[A.Artifact, A.Artifact]:
         write_features(st.dir / "features.h5", feats, rows, run_id=st.run_id, attrs={"encoder": "fixture"})
     feat_art = st.artifact
     maps = identity_mappings(classes)
+    from uniseg_cli.models import MultiSegHead
+
     torch.manual_seed(0)
     cfg = SegmenterConfig(backbone="tiny", embed_dim=EMBED_DIM)
     seg = build_segmenter(cfg)
+    head = MultiSegHead([len(c) for c in classes.values()], EMBED_DIM)
     with A.publish(root, "node-estimate", {"fixture": "tiny"}) as st:
         write_taxonomy(Taxonomy.from_mappings(dict(zip(classes, maps)), datasets=classes), st.dir / "init_mapping.parquet",
                        kind="node-estimate", run_id=st.run_id)
+        # the stage-1 checkpoint exactly as stages/stage1.py::save_multihead writes it
         tensors = {f"model.segmenter.{k}": v for k, v in seg.state_dict().items()}
-        write_checkpoint(st.dir, "multihead", tensors, {"model": {"segmenter": cfg.to_dict(), "datasets": classes}})
+        tensors.update({f"model.head.{k}": v for k, v in head.state_dict().items()})
+        write_checkpoint(st.dir, "multihead", tensors, {"kind": "multihead", "segmenter": cfg.to_dict(),
+                                                        "num_classes": [len(c) for c in classes.values()],
+                                                        "datasets": list(classes), "classes": classes, "train": {}})
     return feat_art, st.artifact
 
 

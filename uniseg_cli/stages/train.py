@@ -54,7 +54,7 @@ class Params:
     warmup_iters: int = 10  # linear warmup iterations per stage (paper config: 1000)
     warmup_factor: float = 0.001  # LR factor at the first warmup iteration
     poly_power: float = 0.9  # poly decay power
-    clip_grad_norm: float | None = 1.0  # full-model gradient L2-norm clip; none = off (paper: 0.01)
+    clip_grad_norm: float | None = 1.0  # full-model gradient L2-norm clip; 0 or none = off (paper: 0.01)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     ohem_thresh: float = 0.7  # OHEM: keep pixels whose true-class probability is below this
     ohem_min_kept: float = 0.0625  # OHEM: ... but at least this fraction of the valid pixels
@@ -103,8 +103,8 @@ class Params:
             raise ValueError("lr must be > 0, backbone_lr_mult and weight_decay >= 0")
         if self.warmup_iters < 0 or not 0 < self.warmup_factor <= 1:
             raise ValueError("warmup_iters must be >= 0 and warmup_factor in (0, 1]")
-        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
-            raise ValueError("clip_grad_norm must be > 0 (or none)")
+        if self.clip_grad_norm is not None and self.clip_grad_norm < 0:
+            raise ValueError("clip_grad_norm must be >= 0 (0 or none: off)")
         if not 0 <= self.prune_threshold < 1 or self.prune_at < 0:
             raise ValueError("prune_threshold must lie in [0, 1) and prune_at >= 0")
         if not 0 <= self.holdout_fraction < 1:
@@ -121,7 +121,7 @@ class Params:
 
         return OptimConfig(lr=self.lr, backbone_lr_mult=self.backbone_lr_mult, weight_decay=self.weight_decay,
                            warmup_iters=self.warmup_iters, warmup_factor=self.warmup_factor, poly_power=self.poly_power,
-                           clip_grad_norm=self.clip_grad_norm, amp=self.amp)
+                           clip_grad_norm=self.clip_grad_norm or None, amp=self.amp)
 
     def solver_config(self):
         from uniseg_cli.taxonomy.solver import SolverConfig

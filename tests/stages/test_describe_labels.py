@@ -92,6 +92,10 @@ def test_file_provider_and_a_file_that_misses_labels(tmp_path, _artifacts_root):
     rows = D.read_descriptions(art)
     assert rows[1].description == "An image of car from the drive_a dataset. C."
     assert rows[3].description == "An image of sky from city_b. S." and rows[3].model == "desc.json"
+    edited = ctx_for(ds, _artifacts_root, provider="file", descriptions_file=str(good))
+    assert edited.run_id() == art.run_id
+    good.write_text(good.read_text().replace("C.", "Cars."))  # an edited file is a new recipe
+    assert ctx_for(ds, _artifacts_root, provider="file", descriptions_file=str(good)).run_id() != art.run_id
     bad = tmp_path / "short.csv"
     bad.write_text("dataset,label,description\ndrive_a,road,R.\n")
     with pytest.raises(ArtifactError) as ei:

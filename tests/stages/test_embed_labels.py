@@ -60,7 +60,7 @@ def test_rows_follow_the_descriptions_pipeline_order(tmp_path, _artifacts_root, 
     art, _ = S.execute(embed_ctx(desc, [], _artifacts_root, model=str(llama_dir), device="cpu"))
     feats, rows = EL.read_features(art)
     assert [r.dataset for r in rows] == ["city_b"] * 2 + ["drive_a"] * 3
-    with pytest.raises(UsageError, match=r"cover \[city_b, drive_a\]; missing mapillary"):
+    with pytest.raises(ArtifactError, match=r"cover \[city_b, drive_a\]; missing mapillary"):
         EL.features_by_dataset(feats, rows, ["drive_a", "mapillary"])
 
 
@@ -135,3 +135,16 @@ def test_cli_openai_bad_key_exits_6_without_echoing_the_key(tmp_path, cli, monke
         code, out, err = cli("describe-labels", "--dataset", tmp_path / "a", "--provider", "openai",
                              "--model", "tiny-llm", "--base-url", srv.url)
     assert code == 6 and "rejected the API key" in err and "sk-wrong-key-123" not in out + err
+
+
+def test_run_id_follows_the_model_files(tmp_path, _artifacts_root, llama_dir):
+    import shutil
+
+    ds = make_datasets(tmp_path)
+    desc, _ = S.execute(describe_ctx(ds, _artifacts_root))
+    copy = shutil.copytree(llama_dir, tmp_path / "model")
+    before = embed_ctx(desc, [], _artifacts_root, model=str(copy)).run_id()
+    assert embed_ctx(desc, [], _artifacts_root, model=str(copy)).run_id() == before
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**cfg, "rms_norm_eps": 1e-5}))  # a different model now
+    assert embed_ctx(desc, [], _artifacts_root, model=str(copy)).run_id() != before

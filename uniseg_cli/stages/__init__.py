@@ -64,6 +64,9 @@ class StageSpec:
     needs: tuple[str, ...] = ()  # upstream stages whose artifacts it reads
     datasets: Literal["none", "labels", "full"] = "none"  # how the datasets enter the run id
     summary: Callable[[A.Artifact], dict] | None = None  # short result for run's report
+    # Inputs named by params (a descriptions file, a local model folder): params -> their InputRefs,
+    # so that a changed file changes the run id. Must be cheap and must not raise.
+    extra_inputs: Callable[[Any], list[A.InputRef]] | None = None
 
 
 def register(spec: StageSpec) -> StageSpec:
@@ -150,6 +153,8 @@ class StageContext:
     def input_refs(self) -> list[A.InputRef]:
         if self._refs is None:
             refs = [a.ref() for a in self.inputs.values()] + list(self.extra_inputs)
+            if self.spec.extra_inputs is not None:
+                refs += self.spec.extra_inputs(self.params)
             if self.spec.datasets != "none":
                 for d in self.datasets:
                     refs.append(A.InputRef(f"dataset:{d.name}", str(d.root), dataset_fingerprint(d, self.spec.datasets)))

@@ -181,4 +181,14 @@ def _summary(art: A.Artifact) -> dict:
     return out
 
 
-SPEC = register(StageSpec("describe-labels", KIND, Params, run, datasets="labels", summary=_summary))
+def extra_inputs(p: Params) -> list[A.InputRef]:
+    """The descriptions file's content hash (file provider), so that editing the file changes the run id."""
+    if p.provider != "file" or not p.descriptions_file:
+        return []
+    path = Path(p.descriptions_file).expanduser()
+    sha = A.sha256_file(path) if path.is_file() else f"missing:{path}"  # run() reports a missing file
+    return [A.InputRef("file:descriptions", str(path), sha)]
+
+
+SPEC = register(StageSpec("describe-labels", KIND, Params, run, datasets="labels", summary=_summary,
+                          extra_inputs=extra_inputs))

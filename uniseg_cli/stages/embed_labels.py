@@ -201,7 +201,7 @@ def features_by_dataset(feats: np.ndarray, rows: Sequence[FeatureRow], names: Se
     names = list(names) if names is not None else order
     missing = [n for n in names if n not in order]
     if missing:
-        raise UsageError(f"label-features cover [{', '.join(order)}]; missing {', '.join(missing)}",
+        raise ArtifactError(f"label-features cover [{', '.join(order)}]; missing {', '.join(missing)}",
                          hint="re-run describe-labels and embed-labels with these datasets included.")
     out = {}
     for n in names:
@@ -217,5 +217,15 @@ def _summary(art: A.Artifact) -> dict:
             "pad_share": enc.get("pad_share")}
 
 
+def extra_inputs(p: Params) -> list[A.InputRef]:
+    """The encoder's revision (hub commit, or a fingerprint of a local folder's config and weight files),
+    so that replacing the model changes the run id. Unresolvable models are reported by run()."""
+    try:
+        ref = E.resolve_model(p.model)
+    except Exception:  # noqa: BLE001 - run() raises the real, explained error
+        return [A.InputRef("model", p.model, "unresolved")]
+    return [A.InputRef("model", ref.model_id, ref.revision or "download")]
+
+
 SPEC = register(StageSpec("embed-labels", KIND, Params, run, needs=("describe-labels",), datasets="none",
-                          summary=_summary))
+                          summary=_summary, extra_inputs=extra_inputs))

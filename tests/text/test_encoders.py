@@ -162,3 +162,15 @@ def test_gpt2_decoder_by_path(llama_dir, tmp_path):
     f = e.encode(TEXTS)
     assert e.dim == 32 and f.shape == (4, 32)
     np.testing.assert_allclose(f[1], hidden(e, SHORT).last_hidden_state[0, -1].numpy(), atol=1e-5)
+
+
+def test_llama2_7b_config_is_refused_before_any_weight_is_read(tmp_path, monkeypatch):
+    from transformers import LlamaConfig
+
+    LlamaConfig().save_pretrained(tmp_path)  # llama-2-7b's shape; no weights, no tokenizer in the folder
+    monkeypatch.setattr(E, "available_memory", lambda device: (16 * 1024**3, "MemAvailable (test)"))
+    with pytest.raises(ServiceError) as ei:
+        E.TextEncoder(str(tmp_path), device="cpu")
+    # the base model without the LM head: 6.61 B of llama-2-7b's 6.74 B parameters
+    assert "6.61 B parameters" in ei.value.message and "28.3 GiB in fp32" in ei.value.message
+    assert "--dtype bf16 (about 14.2 GiB)" in ei.value.hint

@@ -224,7 +224,8 @@ def extra_inputs(p: Params) -> list[A.InputRef]:
         ref = E.resolve_model(p.model)
     except Exception:  # noqa: BLE001 - run() raises the real, explained error
         return [A.InputRef("model", p.model, "unresolved")]
-    return [A.InputRef("model", ref.model_id, ref.revision or "download")]
+    rev = ref.revision or "download"
+    return [A.InputRef("model", f"{ref.model_id}@{rev}", hashlib.sha256(f"{ref.model_id}@{rev}".encode()).hexdigest())]
 
 
 SPEC = register(StageSpec("embed-labels", KIND, Params, run, needs=("describe-labels",), datasets="none",

@@ -288,8 +288,10 @@ class OpenAIDescriber:
                     real = [e for e in errors if not isinstance(e, _Fatal)]
                     raise real[0] if real else errors[0]
             except BaseException:
+                # Ctrl-C or a fatal error: queued labels are dropped; requests in flight may still land
+                # in the cache (useful on resume), but nobody waits for them.
                 self._stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=False, cancel_futures=True)
                 raise
             pool.shutdown(wait=True)
         return [answers[k] for k in keys]

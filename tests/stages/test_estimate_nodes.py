@@ -116,10 +116,11 @@ def test_bad_inputs_fail_before_training(world, cli):
     assert code == 2 and "tau" in err
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(world, tmp_path):
     from uniseg_cli.cli import main
 
-    args = [*_ds(world), "--iters", "40", "--crop-size", "48", "--images-per-dataset", "2", "--checkpoint-every", "2",
+    args = [*_ds(world), "--iters", "24", "--crop-size", "40", "--images-per-dataset", "2", "--checkpoint-every", "2",
             "--warmup-iters", "5", "--json"]
     root = tmp_path / "killed"
     env = dict(os.environ, UNISEG_ARTIFACTS=str(root), OMP_NUM_THREADS="1")

@@ -7,6 +7,7 @@ progress go to stderr.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -148,33 +149,15 @@ DatasetOpt = Annotated[
 ]
 
 
-def parse_dataset_arg(text: str) -> "DatasetSpec":
-    """``PATH`` | ``NAME=PATH`` | ``NAME=FORMAT:ROOT``, each optionally ending in ``@train``/``@unseen``."""
-    from uniseg_cli.data.base import DatasetSpec
+def _dataset_arg(text: str) -> "DatasetSpec":
+    """A ``--dataset`` value: ``ROOT``, ``NAME=ROOT`` or ``NAME=FORMAT:ROOT``, optionally ending in ``@unseen``."""
+    from uniseg_cli.data.specs import parse_dataset_arg
 
     role = "train"
     if text.endswith("@unseen") or text.endswith("@train"):
         text, role = text.rsplit("@", 1)
-    if "=" in text:
-        name, rest = text.split("=", 1)
-        fmt, root = ("generic", rest)
-        if ":" in rest and not Path(rest).exists():
-            fmt, root = rest.split(":", 1)
-    else:
-        root, fmt = text, "generic"
-        name = None
-        ly = Path(root) / "labels.yaml"
-        if ly.exists():
-            import yaml
-
-            try:
-                name = (yaml.safe_load(ly.read_text()) or {}).get("name")
-            except yaml.YAMLError:
-                name = None
-        name = name or Path(root).resolve().name
-    if not name:
-        raise UsageError(f"--dataset {text!r}: empty dataset name", hint="use PATH or NAME=FORMAT:ROOT.")
-    return DatasetSpec(name=str(name), root=str(Path(root).resolve()), format=fmt, role=role)
+    spec = parse_dataset_arg(text, role=role)
+    return dataclasses.replace(spec, root=str(Path(spec.root).resolve()))
 
 
 def _run_stage(
@@ -206,7 +189,7 @@ def _run_stage(
     p = load_pipeline(pipeline) if pipeline is not None else None
     root = A.artifacts_root(artifacts or (p.artifacts if p else None))
     if datasets:
-        ds = [parse_dataset_arg(d) for d in datasets]
+        ds = [_dataset_arg(d) for d in datasets]
     elif p is not None:
         if not dry_run:
             ensure_synth(p)

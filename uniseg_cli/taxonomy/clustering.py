@@ -33,6 +33,14 @@ coarse label's pixels (share s with ``acc·(1 − s)/2 ≲ 0.05``, i.e. s ≳ 0.
 merged with that dominant fine label; the rare remainder stays its own node. Labels never seen in
 the held-out images (all-zero rows) have acc = 0 and are never admissible, so they stay alone.
 Because every cluster has ≤ 1 label of the largest dataset, ``max_d n_d ≤ N ≤ Σ_d n_d``.
+
+A false merge the rates cannot rule out: every head must give every pixel one of *its* labels, so a
+concept that dataset B never annotates is still predicted as some B label. If that B label's pixels
+are in turn predicted as the A label (a driving ``car`` and an indoor ``bed`` that the shared
+embedding confuses), the pair passes both tests at a low cost: the rates cannot tell "B's head has
+no class for this" from "B's class is the same". Low self-accuracy makes this worse, because the
+admissibility bound ``max(acc − τ, 0)`` is then 0. A well-trained stage 1 reduces such merges; the
+GNN/UOT stage re-solves the mapping and can undo them.
 """
 from __future__ import annotations
 

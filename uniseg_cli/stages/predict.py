@@ -222,8 +222,11 @@ def dataset_logits(unified: "torch.Tensor", mapping: np.ndarray) -> "torch.Tenso
 
 
 def palette(n: int) -> np.ndarray:
-    """``(n, 3)`` uint8 distinct colours: the PASCAL VOC bit-interleaving palette, extended past 256 ids."""
-    ids = np.arange(n, dtype=np.int64)
+    """``(n, 3)`` uint8 distinct colours: the PASCAL VOC bit-interleaving palette, extended past 256 ids.
+
+    Class 0 takes VOC's colour 1 (and so on): VOC's black is its background, but here 0 is a real class.
+    """
+    ids = np.arange(1, n + 1, dtype=np.int64)
     out = np.zeros((n, 3), dtype=np.int64)
     c = ids.copy()
     for shift in range(7, -1, -1):

@@ -228,6 +228,8 @@ def main() -> None:
             ap.error(f"--worlds: unknown world {w!r} (default, anonymized)")
         res = run_world(args, anonymize=(w == "anonymized"))
         results.append(res)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "results.json").write_text(json.dumps({"results": results}, indent=1, default=float) + "\n")
         if not args.json:
             print(report(res), flush=True)
     if args.json:

@@ -142,3 +142,27 @@ def test_export_cli_json_rerun_and_show(_artifacts_root, cli):
     assert "6 unified nodes for 9 labels in 3 datasets" in out and out.strip().endswith(doc["run_id"])
     code, out, _ = cli("taxonomy", "show", doc["path"], "--name", "vehicle")
     assert code == 0 and "car / vehicle" in out and "vehicle*" in out
+
+
+def test_llm_names_from_a_real_local_chat_server(_artifacts_root):
+    from tests.text.chat_server import ChatServer
+
+    def script(n, req):
+        prompt = req["messages"][-1]["content"]
+        if "'truck'" in prompt:
+            return ("ok", "x" * 80)  # unusable (too long): the member name stays
+        if "'road'" in prompt or "'floor'" in prompt:
+            return ("ok", '"Ground surface."\nIt is where people walk.')  # first line, quotes and dot stripped
+        return ("ok", None)
+
+    with ChatServer(script=script) as srv:
+        train = _training_artifact(_artifacts_root)
+        params = Params(name_provider="openai", model="tiny-llm", base_url=srv.url, picture=False)
+        ctx = S.StageContext(spec=SPEC, params=params, inputs={"train": train}, datasets=[], root=_artifacts_root)
+        art, _ = S.execute(ctx)
+        assert len(srv.requests) == 6  # one prompt per active node
+        assert any("'person' (mall)" in p and "'person' (park)" in p for p in srv.prompts())
+    tax = read_taxonomy(art.path / "taxonomy.parquet")
+    assert tax.names[0] == "Ground surface" and tax.names[4] == "Ground surface (2)"
+    assert tax.names[2] == "truck / vehicle"
+    assert art.manifest["extra"]["llm"]["requests"] == 6

@@ -849,7 +849,9 @@ def predict_cmd(
       uniseg predict --dataset data/synth/drive_a --split val --json | jq -r '.images[].label'
     """
     from uniseg_cli import artifacts as A
-    from uniseg_cli.stages.predict import PredictParams, collect_images, load_predictor, run_predict
+    from uniseg_cli.stages.predict import (
+        PredictParams, check_outputs, check_space, collect_images, load_predictor, run_predict,
+    )
     from uniseg_cli.ui import info, out, progress
 
     set_json_mode(json_out)
@@ -859,6 +861,8 @@ def predict_cmd(
     items = collect_images(inputs or [], specs, split)
     root = A.artifacts_root(artifacts)
     train = A.resolve_input(model, root, "training")
+    check_space(train, space)  # cheap checks first: the model loads only when the run can succeed
+    check_outputs(items, out_dir, overlay, force)
     predictor = load_predictor(train, params.device)
     with progress() as bar:
         task = bar.add_task("predict", total=len(items))

@@ -178,3 +178,17 @@ def test_predict_cli_with_a_tiny_trained_model(tmp_path, cli, _artifacts_root):
     assert code == 4 and "--force" in err
     code, stdout, _ = cli("predict", paths[0], "--out", tmp_path / "u", "--force")
     assert code == 0 and stdout.strip().endswith("u")
+
+
+def test_unknown_space_is_refused_before_the_model_loads(tmp_path, cli, _artifacts_root, monkeypatch):
+    import uniseg_cli.stages.predict as P
+
+    _tiny_training_artifact(_artifacts_root)
+    _write_images(tmp_path / "in", [(16, 16)])
+
+    def boom(*a, **k):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(P, "load_predictor", boom)
+    code, _, err = cli("predict", tmp_path / "in", "--out", tmp_path / "o", "--space", "zoo")
+    assert code == 2 and "'zoo'" in err and "city, mall" in err

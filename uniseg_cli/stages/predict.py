@@ -403,3 +403,16 @@ def load_predictor(train, device: str = "auto", taxonomy_file: str | Path | None
     std = [v / 255.0 for v in info.get("std", NORM_STD)]
     return Predictor(forward=model.unified_logits, taxonomy=tax, device=str(dev), mean=mean, std=std,
                      source=str(getattr(train, "path", train)))
+
+
+def check_space(train, space: str) -> None:
+    """Refuse an unknown ``--space`` from ``model.json`` alone, before the model is loaded."""
+    p = Path(getattr(train, "path", train))
+    try:
+        meta = json.loads((p / "model.json").read_text())
+        names = [str(d[0]) for d in meta["model"]["datasets"]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return  # load_predictor reports a damaged model properly
+    if space != "unified" and space not in names:
+        raise UsageError(f"--space {space!r}: not 'unified' and not a training dataset of the model {p}",
+                         hint=f"use unified or one of: {', '.join(names)}.")

@@ -163,7 +163,7 @@ def test_torchrun_two_ranks_on_cpu_end_identical(tiny, tmp_path):
     dump.mkdir()
     _upstream(root, specs)
     env = dict(os.environ, OMP_NUM_THREADS="1", UNISEG_NO_PROGRESS="1",
-               TRAIN_PARAMS=json.dumps({"num_phases": 2, "final_iters": 4, "prune_at": 2}))
+               TRAIN_PARAMS=json.dumps({"num_phases": 2, "final_iters": 4, "prune_at": 2, "device": "cpu"}))
     res = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", str(_child(tmp_path)), str(root),
                           str(base / "world"), "0", str(dump)], env=env, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-3000:])

@@ -75,6 +75,10 @@ def test_param_groups_no_decay_for_norm_bias_and_backbone_multiplier():
     assert by_id[id(names["head.bias"])]["weight_decay"] == 0.0
     assert by_id[id(names["head.weight"])]["lr_mult"] == 1.0
     assert sum(len(g["params"]) for g in groups) == len(names)
+    groups = param_groups(m, OptimConfig(lr=1.0, lr_mults=(("gnn", 5.0), ("gnn.weight", 2.0))))
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert by_id[id(names["gnn.weight"])]["lr_mult"] == 10.0 and by_id[id(names["gnn.bias"])]["lr_mult"] == 5.0
+    assert by_id[id(names["head.weight"])]["lr_mult"] == 1.0
 
 
 class Recorder(Hooks):

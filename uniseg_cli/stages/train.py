@@ -73,6 +73,8 @@ class Params:
     gnn_layers: int = 3  # GraphSAGE layers
     gnn_dropout: float = 0.5  # dropout rate
     adj_temperature: float = 0.07  # temperature of the adjacency column softmax
+    gnn_lr_mult: float = 1.0  # LR multiplier of every GNN parameter (paper: 1)
+    adjacency_lr_mult: float = 1.0  # extra LR multiplier of the adjacency logits (paper: 1)
     dataset_embedding: bool = False  # add a learnable per-dataset vector to label features (paper Eq. 1)
     # ---- mapping solver (METHOD §5)
     uot_reg: float = 0.01  # entropic regularisation of the unbalanced OT
@@ -99,8 +101,8 @@ class Params:
             raise ValueError("phase lengths and num_phases must be >= 0")
         if self.start_with not in ("gnn", "seg"):
             raise ValueError(f"start_with must be gnn or seg, got {self.start_with!r}")
-        if self.lr <= 0 or self.backbone_lr_mult < 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0, backbone_lr_mult and weight_decay >= 0")
+        if self.lr <= 0 or min(self.backbone_lr_mult, self.gnn_lr_mult, self.adjacency_lr_mult, self.weight_decay) < 0:
+            raise ValueError("lr must be > 0; the LR multipliers and weight_decay >= 0")
         if self.warmup_iters < 0 or not 0 < self.warmup_factor <= 1:
             raise ValueError("warmup_iters must be >= 0 and warmup_factor in (0, 1]")
         if self.clip_grad_norm is not None and self.clip_grad_norm < 0:
@@ -121,6 +123,7 @@ class Params:
 
         return OptimConfig(lr=self.lr, backbone_lr_mult=self.backbone_lr_mult, weight_decay=self.weight_decay,
                            warmup_iters=self.warmup_iters, warmup_factor=self.warmup_factor, poly_power=self.poly_power,
+                           lr_mults=(("gnn", self.gnn_lr_mult), ("gnn.adjacency", self.adjacency_lr_mult)),
                            clip_grad_norm=self.clip_grad_norm or None, amp=self.amp)
 
     def solver_config(self):

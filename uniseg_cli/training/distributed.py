@@ -63,7 +63,12 @@ def resolve_device(spec: str | None = "auto", local_rank: int = 0) -> torch.devi
     """``auto`` → ``cuda:<local_rank>`` when a GPU is present, else ``cpu``; also ``cpu``, ``cuda``, ``cuda:N``."""
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} CUDA device(s)",
+                             hint="start at most one process per GPU (torchrun --nproc_per_node), or use --device cpu.")
+        return torch.device(f"cuda:{local_rank}")
     if spec == "cpu":
         return torch.device("cpu")
     if spec.startswith("cuda"):
@@ -71,7 +76,7 @@ def resolve_device(spec: str | None = "auto", local_rank: int = 0) -> torch.devi
             raise UsageError(f"--device {spec}: no CUDA device is available on this machine",
                              hint="use --device cpu (or auto).")
         if spec == "cuda":
-            return torch.device(f"cuda:{local_rank}")
+            return resolve_device("auto", local_rank)
         try:
             idx = int(spec.split(":", 1)[1])
         except (IndexError, ValueError):

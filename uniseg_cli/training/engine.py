@@ -30,7 +30,8 @@ Contract:
   frozen parameter gets neither weight decay nor a momentum update, and its moments wait
   unchanged for its next phase. Under DDP the module is re-wrapped per phase
   (see :mod:`uniseg_cli.training.distributed`).
-- AdamW groups: LR × ``backbone_lr_mult`` for names containing ``backbone``; weight decay 0 for
+- AdamW groups: LR × ``backbone_lr_mult`` for names containing ``backbone`` (× every matching
+  ``lr_mults`` prefix multiplier, e.g. ``(("gnn", 5.0),)``); weight decay 0 for
   norm-layer parameters, biases and embeddings. Gradient clipping on the full model's L2 norm.
   AMP (fp16 autocast + GradScaler) on CUDA only.
 - Randomness: before each iteration the python, numpy and torch RNGs are seeded from
@@ -75,6 +76,7 @@ class OptimConfig:
     warmup_iters: int = 1000  # linear warmup length (iterations)
     warmup_factor: float = 0.001  # LR factor at iteration 0 of the warmup (< 1: a real warmup)
     poly_power: float = 0.9  # poly decay power over the stage's iterations
+    lr_mults: tuple[tuple[str, float], ...] = ()  # (parameter-name prefix, LR multiplier); every match multiplies
     clip_grad_norm: float | None = 0.01  # full-model gradient L2-norm clip (None: off)
     amp: bool = True  # fp16 autocast + GradScaler (CUDA only; ignored on CPU)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -147,6 +149,9 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         mult = cfg.backbone_lr_mult if "backbone" in name else 1.0
+        for prefix, m in cfg.lr_mults:
+            if _under(name, prefix):
+                mult *= m
         wd = 0.0 if (id(p) in no_decay or name.endswith("bias") or "embed" in name.rsplit(".", 1)[-1]) else cfg.weight_decay
         groups.setdefault((mult, wd), []).append(p)
     return [{"params": ps, "lr": cfg.lr * m, "lr_mult": m, "weight_decay": wd} for (m, wd), ps in sorted(groups.items())]

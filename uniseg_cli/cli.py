@@ -526,7 +526,7 @@ def estimate_nodes_cmd(
     backbone: Annotated[Optional[str], _en_opt("Backbone: tiny, resnet18, hrnet_w48, ... [tiny]", "--backbone")] = None,
     embed_dim: Annotated[Optional[int], _en_opt("Pixel-embedding size [64; paper 512].", "--embed-dim")] = None,
     pretrained: Annotated[Optional[bool], _en_opt("Load ImageNet backbone weights [no].", "--pretrained/--no-pretrained")] = None,
-    iters: Annotated[Optional[int], _en_opt("Stage-1 training iterations [300; paper 100000].", "--iters")] = None,
+    iters: Annotated[Optional[int], _en_opt("Stage-1 training iterations [500; paper 100000].", "--iters")] = None,
     images_per_dataset: Annotated[Optional[int], _en_opt("Images of every dataset per batch [2].", "--images-per-dataset")] = None,
     crop_size: Annotated[Optional[int], _en_opt("Training crop size [64; paper 768].", "--crop-size")] = None,
     lr: Annotated[Optional[float], _en_opt("AdamW learning rate [1e-3; paper 1e-4].", "--lr")] = None,

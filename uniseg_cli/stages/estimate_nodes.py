@@ -53,11 +53,11 @@ class Params:
     pretrained: bool = False  # load ImageNet backbone weights (must be cached or online)
     multihead: str | None = None  # an existing stage-1 checkpoint (artifact dir or multihead.json): skip training
     # ---- stage-1 training (METHOD §7)
-    iters: int = 300  # training iterations (paper: 100000)
+    iters: int = 500  # training iterations (paper: 100000)
     images_per_dataset: int = 2  # images of every dataset in each batch (paper: 3 per GPU)
     crop_size: int = 64  # square training crop in pixels (paper: 768)
-    lr: float = 1e-3  # AdamW base learning rate (paper: 1e-4)
-    backbone_lr_mult: float = 0.1  # LR multiplier of the backbone
+    lr: float = 5e-3  # AdamW base learning rate (paper: 1e-4 with a pretrained backbone)
+    backbone_lr_mult: float = 1.0  # LR multiplier of the backbone (paper: 0.1; 1.0 suits a backbone trained from scratch)
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     warmup_iters: int = 20  # linear warmup iterations (paper config: 1000, but inert there)
     warmup_factor: float = 0.001  # LR factor at the first warmup iteration

@@ -159,3 +159,26 @@ def test_resume_after_kill_matches_an_uninterrupted_run(world, tmp_path):
     for a in range(3):
         for b in range(3):
             np.testing.assert_array_equal(h1[a][b], h2[a][b])
+
+
+@pytest.mark.slow
+def test_two_process_confusion_equals_one_process(world, cli, tmp_path):
+    """Under torchrun (gloo, 2 ranks) each rank measures half the images; the all-reduced sum is exact."""
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--json", "--artifacts", tmp_path / "one")
+    assert code == 0, err
+    one = Path(json.loads(out)["path"])
+    env = dict(os.environ, UNISEG_ARTIFACTS=str(tmp_path / "two"), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "uniseg_cli", "estimate-nodes", *_ds(world), *FAST, "--multihead", str(one),
+                           "--device", "cpu", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = [Path(p.parent) for p in (tmp_path / "two" / "node-estimate").glob("*/manifest.json")]
+    assert len(two) == 1
+    doc = json.loads((two[0] / "estimate.json").read_text())
+    assert doc["confusion"]["world_size"] == 2
+    h1, _, _ = read_confusion(one / "confusion.h5")
+    h2, _, _ = read_confusion(two[0] / "confusion.h5")
+    for a in range(3):
+        for b in range(3):
+            np.testing.assert_array_equal(h1[a][b], h2[a][b])
+    assert doc["num_nodes"] == json.loads((one / "estimate.json").read_text())["num_nodes"]

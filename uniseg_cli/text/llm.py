@@ -253,6 +253,7 @@ class OpenAIDescriber:
     # many prompts ---------------------------------------------------------------------------------
     def describe(self, prompts: Sequence[str], on_progress: Callable[[Stats, int], None] | None = None) -> list[str]:
         """Answers for ``prompts`` in order. Cached answers are reused; new ones are cached as they arrive."""
+        self._stop.clear()
         keys = [self.key(p) for p in prompts]
         unique = dict(zip(keys, prompts))
         answers = dict(self.cache.get_many(unique)) if self.cache is not None else {}

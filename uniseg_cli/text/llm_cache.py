@@ -35,8 +35,8 @@ def default_cache_dir(artifacts_root: str | Path | None = None) -> Path:
 def request_key(**parts: Any) -> str:
     """The cache key of a request: sha256 of the canonical JSON of its parts (no secrets!)."""
     for k in parts:
-        if "key" in k.lower() and k != "model":
-            raise ValueError(f"refusing to put {k!r} into a cache key")
+        if k.lower() in ("api_key", "key", "authorization", "token", "headers"):
+            raise ValueError(f"refusing to put {k!r} into a cache key (secrets never reach the cache)")
     return sha256_json(parts)
 
 

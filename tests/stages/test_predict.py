@@ -192,3 +192,22 @@ def test_unknown_space_is_refused_before_the_model_loads(tmp_path, cli, _artifac
     monkeypatch.setattr(P, "load_predictor", boom)
     code, _, err = cli("predict", tmp_path / "in", "--out", tmp_path / "o", "--space", "zoo")
     assert code == 2 and "'zoo'" in err and "city, mall" in err
+
+
+def test_images_of_a_dataset_split(tmp_path):
+    from uniseg_cli.data.base import DatasetSpec
+    from uniseg_cli.data.generic import write_labels_yaml
+
+    root = tmp_path / "ds"
+    write_labels_yaml(root, "tinyset", ["a", "b"], 255)
+    for split, n in (("train", 1), ("val", 2)):
+        imgs = _write_images(root / "images" / split, [(8, 8)] * n)
+        (root / "annotations" / split).mkdir(parents=True)
+        for p in imgs:
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "annotations" / split / p.name)
+    spec = DatasetSpec(name="tinyset", root=str(root))
+    items = collect_images([], [spec])
+    assert [it.name for it in items] == ["tinyset/img0", "tinyset/img1"]  # the val split by default
+    assert [it.name for it in collect_images([], [spec], split="train")] == ["tinyset/img0"]
+    with pytest.raises(UsageError, match="no split 'test'"):
+        collect_images([], [spec], split="test")

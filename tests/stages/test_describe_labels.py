@@ -65,6 +65,9 @@ def test_openai_provider_end_to_end_caches_and_never_writes_the_key(tmp_path, _a
         assert len(srv.requests) == 5  # the re-run is answered from the cache
         assert art2.manifest["extra"]["llm"] == {"total": 5, "cache_hits": 5, "requests": 0, "retries": 0}
         assert D.read_descriptions(art2) == rows
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")  # another server: another recipe
+    assert ctx_for(ds, _artifacts_root, provider="openai", model="tiny-llm").run_id() != ctx_for(
+        ds, _artifacts_root, provider="openai", model="tiny-llm", base_url=srv.url).run_id()
     written = [p for p in _artifacts_root.rglob("*") if p.is_file()]
     assert any(p.name == "responses.sqlite" for p in written)
     for p in written:

@@ -182,7 +182,20 @@ def _summary(art: A.Artifact) -> dict:
 
 
 def extra_inputs(p: Params) -> list[A.InputRef]:
-    """The descriptions file's content hash (file provider), so that editing the file changes the run id."""
+    """What params name only indirectly: the server of the openai provider (``$OPENAI_BASE_URL`` when
+    ``base_url`` is unset) and the content hash of the file provider's file, so that another server or
+    an edited file changes the run id."""
+    if p.provider == "openai":
+        import hashlib
+        import os
+
+        server = (p.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        from urllib.parse import urlsplit, urlunsplit
+
+        u = urlsplit(server)  # never record user:password@ of a URL
+        shown = urlunsplit((u.scheme, u.hostname or "", u.path, "", "")) if u.port is None else urlunsplit(
+            (u.scheme, f"{u.hostname}:{u.port}", u.path, "", ""))
+        return [A.InputRef("llm-server", shown, hashlib.sha256(server.encode()).hexdigest())]
     if p.provider != "file" or not p.descriptions_file:
         return []
     path = Path(p.descriptions_file).expanduser()

@@ -731,6 +731,7 @@ def evaluate_cmd(
     max_images: Annotated[Optional[int], _tr_opt("At most this many images per dataset and split, 0 = all [0].", "--max-images")] = None,
     unseen_fit_split: Annotated[Optional[str], _tr_opt("Unseen datasets: split the assignment is fitted on [train split].", "--unseen-fit-split")] = None,
     unseen_score_split: Annotated[Optional[str], _tr_opt("Unseen datasets: split scored [val split].", "--unseen-score-split")] = None,
+    unseen: Annotated[Optional[bool], _tr_opt("Score the datasets with role unseen through the fitted assignment [on].", "--unseen/--no-unseen")] = None,
     device: DeviceOpt = None,
     amp: Annotated[Optional[bool], _tr_opt("fp16 autocast on CUDA [off].", "--amp/--no-amp")] = None,
     artifacts: ArtifactsOpt = None,
@@ -754,7 +755,8 @@ def evaluate_cmd(
     from uniseg_cli.ui import out
 
     flags = dict(split=split, max_images=max_images, multihead=str(multihead) if multihead else None,
-                 unseen_fit_split=unseen_fit_split, unseen_score_split=unseen_score_split, device=device, amp=amp)
+                 unseen_fit_split=unseen_fit_split, unseen_score_split=unseen_score_split, unseen=unseen, device=device,
+                 amp=amp)
     extra = []
     if multihead is not None:
         from uniseg_cli.stages.stage1 import multihead_ref

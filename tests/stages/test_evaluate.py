@@ -119,6 +119,9 @@ def test_stage1_multihead_checkpoint_and_fit_split_guard(trained):
     assert res["model"]["outputs"] == sum(len(v["per_class"]) for v in res["datasets"].values())
     with pytest.raises(UsageError, match="fitted on the split it is scored on"):
         execute(_ctx(root, specs, train_art, unseen_fit_split="val"))
+    art, _ = execute(_ctx(root, specs, train_art, unseen=False, max_images=1))
+    res = json.loads((art.path / "metrics.json").read_text())
+    assert res["unseen"] == {} and res["unseen_mean_miou"] is None and all(v["images"] == 1 for v in res["datasets"].values())
 
 
 def test_cli_evaluate_json(trained, cli):

@@ -51,6 +51,7 @@ class Params:
     multihead: str | None = None  # score this stage-1 Multi-SegHead checkpoint (multihead.json or node-estimate dir)
     unseen_fit_split: str | None = None  # unseen datasets: split the assignment is fitted on (default: train split)
     unseen_score_split: str | None = None  # unseen datasets: split scored (default: val split)
+    unseen: bool = True  # also score the datasets with role unseen (the unseen protocol)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     amp: bool = False  # fp16 autocast on CUDA
 
@@ -217,7 +218,8 @@ def run(ctx: StageContext) -> A.Artifact:
     from uniseg_cli.training.distributed import barrier, init_distributed
 
     p: Params = ctx.params
-    if not ctx.train_datasets and not ctx.unseen_datasets:
+    unseen = ctx.unseen_datasets if p.unseen else []
+    if not ctx.train_datasets and not unseen:
         raise UsageError("evaluate needs datasets", hint="pass --dataset PATH (repeatable) or --pipeline pipeline.yaml.")
     dist = init_distributed(p.device)
     model = _Model(ctx, p, dist.device)
@@ -235,7 +237,7 @@ def run(ctx: StageContext) -> A.Artifact:
     art = None
     if dist.is_main:
         with ctx.publish() as st:
-            for spec in ctx.unseen_datasets:
+            for spec in unseen:
                 result["unseen"][spec.name] = score_unseen(model, spec, p, dist, st.dir, st.run_id)
             result["unseen_mean_miou"] = _mean(r["miou"] for r in result["unseen"].values())
             result["run_id"] = st.run_id
@@ -243,7 +245,7 @@ def run(ctx: StageContext) -> A.Artifact:
             st.extra["summary"] = summary_of(result)
         art = st.artifact
     else:
-        for spec in ctx.unseen_datasets:  # take part in the all-reduces
+        for spec in unseen:  # take part in the all-reduces
             score_unseen(model, spec, p, dist, None, None)
     barrier()
     return art if art is not None else A.find_artifact(ctx.root, KIND, ctx.run_id())

@@ -12,6 +12,7 @@ headers)``, ``("hang", seconds)``, ``("empty", None)``.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,12 @@ class ChatServer:
             def log_message(self, *a):  # keep test output clean
                 pass
 
+            def setup(self):
+                super().setup()
+                # Headers and body go out in two writes; without TCP_NODELAY, Nagle + delayed ACK add
+                # ~40 ms to every response, which no real server does.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def _send(self, code: int, body: dict | None, headers: dict | None = None) -> None:
                 data = json.dumps(body or {}).encode()
                 try:
@@ -63,6 +70,13 @@ class ChatServer:
                 finally:
                     with srv._lock:
                         srv.in_flight -= 1
+
+            def do_GET(self):  # noqa: N802 - counters, for a server run in another process
+                if self.path.rstrip("/").endswith("/stats"):
+                    with srv._lock:
+                        body = {"requests": len(srv.requests), "max_in_flight": srv.max_in_flight}
+                    return self._send(200, body)
+                return self._send(404, {"error": {"message": f"no route {self.path}"}})
 
             def _post(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -122,3 +136,18 @@ def _completion(model: str, text: str | None) -> dict:
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
+
+
+def serve_forever(latency: float = 0.0) -> None:
+    """Run a server in this process until killed; print its URL on the first line of stdout."""
+    import sys
+
+    with ChatServer(latency=latency) as srv:
+        print(srv.url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.stdout.flush()

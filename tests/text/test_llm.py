@@ -209,3 +209,14 @@ def test_file_missing_labels_names_them(tmp_path):
     assert "datasets not in the file: b" in msg
     with pytest.raises(ArtifactError, match="does not exist"):
         llm.file_descriptions(items, tmp_path / "nope.json")
+
+
+def test_progress_reports_done_hits_and_retries(cache):
+    seen = []
+    with ChatServer(script=lambda n, r: ("status", 429, {"Retry-After": "0"}) if n == 2 else ("ok", None)) as srv:
+        make(srv, cache).describe(PROMPTS[:2])
+        d = make(srv, cache, concurrency=2)
+        d.describe(PROMPTS, on_progress=lambda st, done: seen.append((done, st.cache_hits, st.retries)))
+    dones = [s[0] for s in seen]
+    assert dones == sorted(dones) and dones[0] == 2 and dones[-1] == len(PROMPTS)
+    assert seen[-1][1] == 2 and seen[-1][2] == 1  # two cache hits, one retry (the 429)

@@ -220,3 +220,18 @@ def test_progress_reports_done_hits_and_retries(cache):
     dones = [s[0] for s in seen]
     assert dones == sorted(dones) and dones[0] == 2 and dones[-1] == len(PROMPTS)
     assert seen[-1][1] == 2 and seen[-1][2] == 1  # two cache hits, one retry (the 429)
+
+
+def test_file_provider_reads_the_published_reference_descriptions():
+    from pathlib import Path
+
+    import uniseg_cli.data as data
+    from uniseg_cli.data import labelspaces as L
+
+    ref = Path(data.__file__).parent / "label_spaces.json"  # the published GPT descriptions (METHOD §2)
+    items = [llm.LabelItem(n, i, c) for n in ("cityscapes", "ade20k") for i, c in enumerate(L.get_label_space(n).classes)]
+    out = llm.file_descriptions(items, ref)
+    assert len(out) == 19 + 150 and out[0].startswith("An image of a road from Cityscapes dataset.")
+    with pytest.raises(ArtifactError, match="no description for 19 of 19 labels: kitti/road"):
+        llm.file_descriptions([llm.LabelItem("kitti", i, c) for i, c in enumerate(L.get_label_space("kitti").classes)],
+                              ref)

@@ -110,6 +110,17 @@ def test_planted_equal_classes_and_coarse_fine_split_are_recovered():
         assert res.num_nodes == 8
 
 
+def test_coarse_label_merges_only_with_a_fine_label_that_dominates_it():
+    # universal classes road, car, truck; A: road, vehicle (= car + truck); B: road, car, truck
+    memb = [np.array([[1, 0, 0], [0, 1, 1]], bool), np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], bool)]
+    for car_share, merged in ((0.5, False), (0.7, False), (0.97, True)):
+        mass = [np.array([2000.0, 2000 * car_share, 2000 * (1 - car_share)]), np.full(3, 1000.0)]
+        H = simulate_confusion(memb, np.random.default_rng(1), acc_range=(0.9, 0.95), shift=1.0, mass=mass)
+        res = estimate_nodes(H, ["A", "B"])
+        assert (((0, 1), (1, 1)) in res.clusters) is merged, car_share
+        assert (1, 2) in res.singletons  # the minority fine label always stays its own node
+
+
 def test_planted_three_datasets_grow_to_full_clusters():
     universal = ["road", "sky", "car", "truck", "person", "grass"]
     A = {"road": ["road"], "sky": ["sky"], "vehicle": ["car", "truck"], "person": ["person"]}

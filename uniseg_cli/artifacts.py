@@ -529,13 +529,14 @@ def lineage(art: Artifact, root: Path | None = None, depth: int = 8) -> list[dic
     for inp in art.manifest.get("inputs", []):
         entry = dict(inp)
         d = artifact_dir(root, inp["kind"], inp["run_id"])
-        if not inp["kind"].startswith("dataset:") and (d / MANIFEST).exists() and depth > 0:
+        external = inp["kind"] not in KINDS  # datasets, models, servers, files: not artifacts
+        if not external and (d / MANIFEST).exists() and depth > 0:
             entry["path"] = str(d)
             up = Artifact(d, read_manifest(d))
             entry["found"] = up.sha256 == inp["sha256"]
             entry["inputs"] = lineage(up, root, depth - 1)
         else:
-            entry["found"] = inp["kind"].startswith("dataset:") or False
+            entry["found"] = external
         out.append(entry)
     return out
 

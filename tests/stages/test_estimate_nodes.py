@@ -89,11 +89,11 @@ def test_multihead_checkpoint_skips_training_and_reproduces_the_confusion(world,
 
 
 def test_held_out_fraction_is_disjoint_from_training_images(world):
-    from uniseg_cli.cli import parse_dataset_arg
+    from uniseg_cli.data.base import DatasetSpec
     from uniseg_cli.stages.estimate_nodes import Params
     from uniseg_cli.stages.stage1 import STAGE1_SPLIT, open_datasets
 
-    specs = [parse_dataset_arg(str(world / n)) for n in ("citydrive", "vistadrive")]
+    specs = [DatasetSpec(name=n, root=str(world / n)) for n in ("citydrive", "vistadrive")]
     data = open_datasets(specs, Params(holdout_fraction=0.5, seed=3))
     for d in data:
         train = {s.stem for s in d.adapter.samples(STAGE1_SPLIT)}

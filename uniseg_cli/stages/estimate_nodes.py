@@ -206,6 +206,8 @@ def write_init_mapping(path: Path, res: ClusterResult, classes: dict[str, list[s
 
 def estimate_doc(res: ClusterResult, classes, p: Params, conf_info: dict, train_info: dict, timings: dict,
                  run_id: str) -> dict:
+    from uniseg_cli.config import to_dict
+
     names = node_names(res, classes)
     clusters = [
         {"node": u, "name": names[u], "cost": round(float(c), 6),
@@ -225,6 +227,7 @@ def estimate_doc(res: ClusterResult, classes, p: Params, conf_info: dict, train_
         "selection": {"objective": res.objective, "status": res.mip_status,
                       "candidates_per_size": {str(k): v for k, v in res.candidates_per_size.items()}},
         "clustering_params": dataclasses.asdict(p.cluster_params()),
+        "params": to_dict(p),
         "confusion": conf_info,
         "stage1": train_info,
         "timings": {k: round(v, 4) for k, v in timings.items()},

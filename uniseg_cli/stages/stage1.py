@@ -308,6 +308,7 @@ def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dis
     ``p.eval_max_side``); all heads read the same embedding. Pixels whose label is ignore or outside
     the label space are not counted.
     """
+    from uniseg_cli.models import upsample_logits
     from uniseg_cli.training.distributed import all_reduce_numpy
 
     sizes = [len(d.classes) for d in data]
@@ -329,7 +330,7 @@ def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dis
             valid = (lab >= 0) & (lab < sizes[a])
             gt = lab[valid]
             for b, lg in enumerate(logits):
-                lg = nn.functional.interpolate(lg.float(), size=lab.shape[-2:], mode="bilinear", align_corners=False)
+                lg = upsample_logits(lg.float(), lab.shape[-2:])  # as the loss does (bilinear, align_corners=True)
                 pred = lg.argmax(dim=1)[0][valid]
                 hist[a][b] += torch.bincount(gt * sizes[b] + pred, minlength=sizes[a] * sizes[b])
     model.train(was_training)

@@ -175,3 +175,27 @@ def test_torchrun_two_ranks_on_cpu_end_identical(tiny, tmp_path):
     assert len(arts) == 1  # rank 0 alone published
     summary = json.loads((arts[0] / "summary.json").read_text())
     assert summary["world_size"] == 2
+
+
+def test_inputs_that_do_not_fit_the_datasets_are_refused(tiny, tmp_path):
+    from uniseg_cli import artifacts as A
+    from uniseg_cli.errors import ArtifactError
+    from uniseg_cli.taxonomy.schema import Taxonomy, write_taxonomy
+    from uniseg_cli.training.setup import read_inputs, read_stage1_segmenter
+
+    base, specs = tiny
+    train = [s for s in specs if s.role == "train"]
+    root = tmp_path / "artifacts"
+    feat, est = _upstream(root, specs)
+    assert read_inputs(feat, est, train).num_nodes == 31
+    # an initial mapping made for other datasets
+    with A.publish(root, "node-estimate", {"fixture": "other"}) as st:
+        m = np.eye(2, dtype=bool)
+        write_taxonomy(Taxonomy.from_mappings({"x": m, "y": m}, datasets={"x": ["a", "b"], "y": ["c", "d"]}),
+                       st.dir / "init_mapping.parquet")
+    with pytest.raises(ArtifactError, match="does not cover dataset citydrive") as e:
+        read_inputs(feat, st.artifact, train)
+    assert "estimate-nodes --force" in e.value.hint
+    # no stage-1 checkpoint next to it
+    with pytest.raises(ArtifactError, match="multihead"):
+        read_stage1_segmenter(st.artifact)

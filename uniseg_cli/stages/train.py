@@ -13,7 +13,9 @@ Writes ``training/<run_id>/``:
 - ``taxonomy_state.h5``: per dataset ``adjacency/<d>`` (the GNN's soft S_d at the end of stage 2),
   ``mapping/<d>`` (the final boolean mapping), ``pixel_share/<d>`` (share of d's held-out pixels of
   label c whose argmax over all N nodes is u, final model); root attrs schema, kind, run_id,
-  num_nodes, datasets (layout of ``export_taxonomy.read_taxonomy_state``);
+  num_nodes, datasets (layout of ``export_taxonomy.read_taxonomy_state``); also
+  ``stage3_init_mapping/<d>`` (the mapping before pruning) and ``prune_hist/<d>`` (the held-out
+  pixel counts the pruning decided on);
 - ``metrics.jsonl``: stage 2 and stage 3 logs (field ``stage``); ``summary.json``.
 
 Resume: checkpoints live in ``<artifacts>/training/.work-<run_id>/{stage2,stage3}/`` until the

@@ -166,3 +166,10 @@ def test_llm_names_from_a_real_local_chat_server(_artifacts_root):
     assert tax.names[0] == "Ground surface" and tax.names[4] == "Ground surface (2)"
     assert tax.names[2] == "truck / vehicle"
     assert art.manifest["extra"]["llm"]["requests"] == 6
+
+
+def test_duplicate_member_names_get_the_dataset_or_a_number():
+    datasets = {"a": ["curb", "person"], "b": ["Curb", "person"]}
+    m = {"a": np.array([[1, 0, 0, 0], [0, 0, 1, 0]], bool), "b": np.array([[0, 1, 0, 0], [0, 0, 0, 1]], bool)}
+    names = member_names(Taxonomy.from_mappings(m, datasets=datasets))
+    assert names == {0: "curb", 1: "Curb (b)", 2: "person", 3: "person (b)"}

@@ -13,7 +13,8 @@ Node names (``name_provider``): ``members`` joins up to three distinct member la
 labels that map to this node alone (fine-grained ones name a node better than a coarse label that is
 split over several nodes), then the most frequent, then the shortest; ``openai`` asks the
 describe-labels LLM client (any OpenAI-compatible server, answers cached) for a short name and falls
-back to the member name when the answer is unusable. Duplicate names get a suffix `` (2)``, `` (3)``.
+back to the member name when the answer is unusable. A duplicate name gets a suffix: the dataset of a
+node that only one dataset labels (``Curb (vistadrive)``), else a number (`` (2)``).
 """
 from __future__ import annotations
 
@@ -143,17 +144,29 @@ def member_names(tax) -> dict[int, str]:
             stats[key][1] += 1
         ranked = sorted(stats.values(), key=lambda s: (s[0], -s[1], s[2], s[3]))
         names[u] = " / ".join(s[4] for s in ranked[:3])
-    return _unique(names)
+    # a name shared by several nodes: a node of one dataset says which (e.g. "Curb (vistadrive)")
+    tags = {u: d.pop() for u in names if len(d := {m[0] for m in tax.members(u)}) == 1}
+    return _unique(names, tags)
 
 
-def _unique(names: dict[int, str]) -> dict[int, str]:
+def _unique(names: dict[int, str], tags: dict[int, str] | None = None) -> dict[int, str]:
+    """Make names unique (case-insensitively): the first keeps its name, later ones get a tag or a number."""
     seen: dict[str, int] = {}
+    taken = {n.lower() for n in names.values()}
     out = {}
     for u in sorted(names):
         base = names[u]
         k = seen.get(base.lower(), 0) + 1
         seen[base.lower()] = k
-        out[u] = base if k == 1 else f"{base} ({k})"
+        if k == 1:
+            out[u] = base
+            continue
+        cand = f"{base} ({tags[u]})" if tags and u in tags else f"{base} ({k})"
+        while cand.lower() in taken:
+            k += 1
+            cand = f"{base} ({k})"
+        taken.add(cand.lower())
+        out[u] = cand
     return out
 
 

@@ -88,6 +88,9 @@ class Params:
     final_iters: int = 100  # iterations of the final stage
     prune_at: int = 50  # final-stage iteration of the one edge pruning (0: never)
     prune_threshold: float = 0.01  # drop edge (c, u) when u gets at most this share of c's pixels
+    prune_mode: str = "reestimate"  # prune (reference: drop weak edges) or reestimate (also add the edges held-out pixels show)
+    link_min_col_share: float = 0.5  # reestimate: link (c, u) only if >= this share of u's pixels in the dataset are c's
+    link_min_presence: float = 0.002  # reestimate: ... and u takes >= this share of the dataset's labelled pixels
     final_loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # stage-3 CE weight per dataset
     held_out_split: str | None = None  # split for pruning and pixel shares (default: each dataset's val split)
     holdout_fraction: float = 0.0  # > 0: hold this share of each train split out of training and measure on it
@@ -111,6 +114,10 @@ class Params:
             raise ValueError("clip_grad_norm must be >= 0 (0 or none: off)")
         if not 0 <= self.prune_threshold < 1 or self.prune_at < 0:
             raise ValueError("prune_threshold must lie in [0, 1) and prune_at >= 0")
+        if self.prune_mode not in ("prune", "reestimate"):
+            raise ValueError(f"prune_mode must be prune or reestimate, got {self.prune_mode!r}")
+        if not 0.5 <= self.link_min_col_share <= 1 or not 0 <= self.link_min_presence < 1:
+            raise ValueError("link_min_col_share must lie in [0.5, 1] and link_min_presence in [0, 1)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must lie in [0, 1), got {self.holdout_fraction}")
         if self.holdout_fraction > 0 and self.held_out_split:

@@ -93,7 +93,8 @@ def train_all(p, inputs: TrainInputs, data: TrainingData, dist, work: Path, conf
     task3, init_maps = to_stage3(task2, hooks2, p, names)
     del t2
     images = held_out_pairs(data, dist.rank, dist.world_size)
-    hooks3 = Stage3Hooks(task3, images, p.prune_threshold, dist.device, p.amp)
+    hooks3 = Stage3Hooks(task3, images, p.prune_threshold, dist.device, p.amp, mode=p.prune_mode,
+                         min_col_share=p.link_min_col_share, min_presence=p.link_min_presence)
     phases3 = stage3_phases(p.final_iters, p.prune_at or None)
     t3 = Trainer(task3, phases3, p.optim(), stage="stage3", work_dir=Path(work) / "stage3", hooks=hooks3, **common)
     s3 = t3.run(until=(until or {}).get("stage3"))

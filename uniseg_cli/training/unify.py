@@ -225,6 +225,78 @@ def prune_mappings(mappings: Sequence[np.ndarray], hist: Sequence[np.ndarray], t
     return out
 
 
+def reestimate_mappings(mappings: Sequence[np.ndarray], hist: Sequence[np.ndarray], min_row_share: float = 0.01,
+                        min_col_share: float = 0.5, min_presence: float = 0.002) -> list[np.ndarray]:
+    """Re-estimate every edge from held-out pixels: add the links the images show, drop those they don't.
+
+    ``hist[d][c, u]`` counts held-out pixels of label c of dataset d whose argmax over all N unified
+    logits is u. Edge (c, u) is kept iff, in dataset d,
+
+    - ``col = hist[c, u] / Σ_c' hist[c', u] ≥ min_col_share``: most of the pixels the model gives to
+      node u carry label c (so u is part of what c means in this dataset),
+    - ``row = hist[c, u] / Σ_u' hist[c, u'] > min_row_share``: u takes a real share of c's pixels
+      (the reference's stage-3 pruning test, METHOD §5.5, applied to every node, not only mapped ones),
+    - ``presence = Σ_c' hist[c', u] / Σ hist ≥ min_presence``: node u is seen in this dataset at all
+      (a node of another domain that wins a few scattered pixels links nowhere).
+
+    This is the reference's one-off pixel-share pruning extended in the one direction it lacks:
+    a union label (citydrive ``road`` = road + lane marking + crosswalk) gains the nodes whose pixels
+    it labels, which the learned adjacency may not have linked in a short schedule. Then the
+    invariants are restored: a node has at most one label per dataset (the first test picks at most
+    one label when ``min_col_share > 0.5``; ties go to the larger count), and a label without a node
+    gets, in order: its best previously mapped node that is still free, the free node with most of
+    its pixels, a node taken from a label that has more than one, or any free node.
+
+    Args:
+        mappings: the current boolean mappings, bool (n_d, N) per dataset.
+        hist: int (n_d, N) per dataset, as from :func:`unified_hist` (summed over ranks).
+    Returns:
+        bool (n_d, N) per dataset.
+    """
+    out = []
+    for m_old, h in zip(mappings, hist):
+        m_old = np.asarray(m_old, bool)
+        h = np.asarray(h, np.float64)
+        n, N = h.shape
+        total = h.sum()
+        col_tot = h.sum(axis=0)  # (N,)
+        row_tot = h.sum(axis=1)  # (n,)
+        col = np.divide(h, col_tot[None, :], out=np.zeros_like(h), where=col_tot[None, :] > 0)
+        row = np.divide(h, row_tot[:, None], out=np.zeros_like(h), where=row_tot[:, None] > 0)
+        presence = col_tot / total if total > 0 else np.zeros(N)
+        best = np.argmax(col, axis=0)  # one candidate label per node
+        m = np.zeros((n, N), bool)
+        cand = (col[best, np.arange(N)] >= min_col_share) & (row[best, np.arange(N)] > min_row_share) & (presence >= min_presence)
+        m[best[cand], np.flatnonzero(cand)] = True
+        for c in np.flatnonzero(~m.any(axis=1)):
+            free = ~m.any(axis=0)
+            u = _pick(m_old[c] & free, h[c])
+            if u is None:
+                u = _pick(free & (h[c] > 0), h[c])
+            if u is None:
+                counts = m.sum(axis=1)
+                stealable = np.array([m[:, v].any() and counts[np.argmax(m[:, v])] > 1 for v in range(N)])
+                u = _pick(stealable & (h[c] > 0), h[c])
+                if u is not None:
+                    m[:, u] = False
+            if u is None:
+                u = _pick(~m.any(axis=0), np.where(m_old[c], 1.0, 0.0))
+            if u is None:  # N < n_d: no free node can exist; keep the previous mapping of this label
+                m[c] = m_old[c] & ~m.any(axis=0)
+                continue
+            m[c, u] = True
+        out.append(m)
+    return out
+
+
+def _pick(mask: np.ndarray, score: np.ndarray) -> int | None:
+    """The index with the highest score among ``mask`` (lowest index on ties), or None."""
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return None
+    return int(idx[np.argmax(score[idx])])
+
+
 def pixel_shares(hist: Sequence[np.ndarray]) -> list[np.ndarray]:
     """share[c, u] = hist[c, u] / Σ_u hist[c, u] (0 for labels without pixels), float32."""
     res = []
@@ -238,8 +310,10 @@ def pixel_shares(hist: Sequence[np.ndarray]) -> list[np.ndarray]:
 class Stage3Hooks(Hooks):
     """Prunes the mapping once, at the start of the ``prune`` phase, from held-out pixel shares."""
 
-    def __init__(self, task: UnifiedTask, held_out_images, threshold: float, device, amp: bool = False):
+    def __init__(self, task: UnifiedTask, held_out_images, threshold: float, device, amp: bool = False,
+                 mode: str = "prune", min_col_share: float = 0.5, min_presence: float = 0.002):
         self.task, self.images, self.threshold, self.device, self.amp = task, held_out_images, threshold, device, amp
+        self.mode, self.min_col_share, self.min_presence = mode, min_col_share, min_presence
         self.prune_hist: list[np.ndarray] | None = None
 
     def on_phase_start(self, trainer, info: StepInfo) -> None:
@@ -249,7 +323,11 @@ class Stage3Hooks(Hooks):
         trainer.sync_buffers()  # every rank measures with rank 0's BN statistics
         self.prune_hist = unified_hist(self.task, self.images(), sizes, self.device, self.amp)
         maps = [m.cpu().numpy() > 0.5 for m in self.task.head.mappings]
-        self.task.head.set_mappings(prune_mappings(maps, self.prune_hist, self.threshold))
+        if self.mode == "reestimate":
+            new = reestimate_mappings(maps, self.prune_hist, self.threshold, self.min_col_share, self.min_presence)
+        else:
+            new = prune_mappings(maps, self.prune_hist, self.threshold)
+        self.task.head.set_mappings(new)
 
     def extra_state(self):
         if self.prune_hist is None:

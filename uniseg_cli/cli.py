@@ -554,6 +554,7 @@ def estimate_nodes_cmd(
     merge_reward: Annotated[Optional[float], _en_opt("Reward lambda per merge [0.5].", "--merge-reward")] = None,
     max_new_nodes: Annotated[Optional[str], _en_opt("Candidates kept per cluster size 2,3,... [3500,4000,3000,1500,1000,500].", "--max-new-nodes")] = None,
     mip_time_limit_s: Annotated[Optional[float], _en_opt("Integer-program time limit in seconds [120].", "--mip-time-limit-s")] = None,
+    min_centroid_cos: Annotated[Optional[float], _en_opt("A merged pair's mean pixel embeddings need this cosine, 0 = off [0].", "--min-centroid-cos")] = None,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     dry_run: DryRunOpt = False,
@@ -592,7 +593,7 @@ def estimate_nodes_cmd(
         checkpoint_every=checkpoint_every, workers=workers, seed=seed, device=device, confusion_split=confusion_split,
         holdout_fraction=holdout_fraction, confusion_max_images=confusion_max_images, eval_max_side=eval_max_side, tau=tau,
         pair_cost_threshold=pair_cost_threshold, extension_cost_threshold=extension_cost_threshold,
-        merge_reward=merge_reward, max_new_nodes=max_new_nodes, mip_time_limit_s=mip_time_limit_s,
+        merge_reward=merge_reward, max_new_nodes=max_new_nodes, mip_time_limit_s=mip_time_limit_s, min_centroid_cos=min_centroid_cos,
     )
     extra = []
     if multihead is not None:
@@ -671,6 +672,8 @@ def train_cmd(
     prune_mode: Annotated[Optional[str], _tr_opt("prune (reference: drop weak edges) or reestimate (also add the edges held-out pixels show) [reestimate].", "--prune-mode")] = None,
     link_min_col_share: Annotated[Optional[float], _tr_opt("reestimate: link (c,u) only if this share of u's pixels are c's [0.5].", "--link-min-col-share")] = None,
     link_min_presence: Annotated[Optional[float], _tr_opt("reestimate: ... and u takes this share of the dataset's pixels [0.002].", "--link-min-presence")] = None,
+    link_cosine: Annotated[Optional[bool], _tr_opt("reestimate: measure with L2-normalised prototypes [on].", "--link-cosine/--no-link-cosine")] = None,
+    final_unmapped_negatives: Annotated[Optional[bool], _tr_opt("Stage 3: nodes a dataset does not use are negatives in its CE [on; reference off].", "--final-unmapped-negatives/--no-final-unmapped-negatives")] = None,
     final_loss_weight: Annotated[Optional[list[str]], _tr_opt("Final-stage CE weight NAME=W (repeatable) [1].", "--final-loss-weight")] = None,
     held_out_split: Annotated[Optional[str], _tr_opt("Split for pruning and pixel shares [each dataset's val split].", "--held-out-split")] = None,
     holdout_fraction: Annotated[Optional[float], _tr_opt("Hold this share of train out of training and measure on it [0].", "--holdout-fraction")] = None,
@@ -709,7 +712,8 @@ def train_cmd(
         dataset_embedding=dataset_embedding, gnn_lr_mult=gnn_lr_mult, adjacency_lr_mult=adjacency_lr_mult, uot_reg=uot_reg, uot_reg_m=uot_reg_m, beta_ema=beta_ema,
         prune_ratio=prune_ratio, min_link_weight=min_link_weight, final_iters=final_iters, prune_at=prune_at,
         prune_threshold=prune_threshold, prune_mode=prune_mode, link_min_col_share=link_min_col_share,
-        link_min_presence=link_min_presence, final_loss_weights=_name_values(final_loss_weight, "--final-loss-weight"),
+        link_min_presence=link_min_presence, link_cosine=link_cosine, final_unmapped_negatives=final_unmapped_negatives,
+        final_loss_weights=_name_values(final_loss_weight, "--final-loss-weight"),
         held_out_split=held_out_split, holdout_fraction=holdout_fraction, held_out_max_images=held_out_max_images,
         checkpoint_every=checkpoint_every, log_every=log_every,
     )

@@ -216,3 +216,21 @@ def test_confusion_file_round_trip(tmp_path):
     H, cls, attrs = read_confusion(tmp_path / "c.h5")
     assert cls == classes and attrs["run_id"] == "abc" and attrs["kind"] == "node-estimate"
     np.testing.assert_array_equal(H[1][0], TOY[1][0])
+
+
+def test_centroid_gate_blocks_a_cross_domain_pair_the_rates_accept():
+    """Two heads that never saw each other's concept predict it as their own: the rates call it a pair."""
+    from uniseg_cli.taxonomy.clustering import ClusterParams, estimate_nodes
+
+    # dataset A: car, road; dataset B: bed, wall. A's head calls beds "car", B's head calls cars "bed".
+    hist = [[np.array([[95.0, 5.0], [5.0, 95.0]]), np.array([[95.0, 5.0], [10.0, 90.0]])],
+            [np.array([[94.0, 6.0], [8.0, 92.0]]), np.array([[96.0, 4.0], [4.0, 96.0]])]]
+    plain = estimate_nodes(hist, ["A", "B"], ClusterParams())
+    assert plain.num_nodes == 2  # both pairs merged on the rates alone
+    cos = np.eye(4)
+    cos[0, 2] = cos[2, 0] = 0.3  # car and bed pixels embed far apart
+    cos[1, 3] = cos[3, 1] = 0.97  # road and wall look alike (say)
+    gated = estimate_nodes(hist, ["A", "B"], ClusterParams(min_centroid_cos=0.8), centroid_cos=cos)
+    assert gated.num_nodes == 3
+    merged = [m for m in gated.nodes() if len(m) == 2]
+    assert merged == [((0, 1), (1, 1))]

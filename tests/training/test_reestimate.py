@@ -55,3 +55,50 @@ def test_invariants_hold_on_random_counts(n, extra, data):
     assert m.shape == (n, N)
     assert (m.sum(axis=0) <= 1).all()  # a node has at most one label in the dataset
     assert m.any(axis=1).all()  # every label keeps at least one node
+
+
+def test_unmapped_nodes_are_negatives_in_stage3_loss():
+    """A node dataset d does not use is pushed down on d's pixels (and only with the option on)."""
+    import torch
+
+    from uniseg_cli.models import UniSegHead
+    from uniseg_cli.training.engine import Phase
+    from uniseg_cli.training.unify import FINAL, UnifiedTask
+
+    torch.manual_seed(0)
+    D, N = 4, 3
+
+    class Emb(torch.nn.Module):  # a fixed unit embedding, so only the prototypes matter
+        def forward(self, x):
+            e = torch.zeros(x.shape[0], D, 2, 2)
+            e[:, 0] = 1.0
+            return e
+
+    m = torch.zeros(2, N)
+    m[0, 0] = m[1, 1] = 1.0  # node 2 has no label in this dataset
+    head = UniSegHead(N, D, [m])
+    with torch.no_grad():
+        head.prototypes.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [3.0, 0, 0, 0]]))
+    task = UnifiedTask(Emb(), head, None, [1.0], ohem={"thresh": 1.0, "min_kept_ratio": 1.0})
+    batch = {"image": torch.zeros(1, 3, 8, 8), "label": torch.zeros(1, 2, 2, dtype=torch.long),
+             "dataset": torch.zeros(1, dtype=torch.long)}
+    phase = Phase(FINAL, 1, meta=(("kind", FINAL),))
+
+    def loss(neg):
+        task.unmapped_negatives = neg
+        head.prototypes.grad = None
+        out = task.forward(batch, _info(phase))
+        out["loss"].backward()
+        return out["loss"].item(), head.prototypes.grad[2].clone()
+
+    plain, g_plain = loss(False)
+    neg, g_neg = loss(True)
+    assert torch.all(g_plain == 0)  # without the option nothing touches node 2
+    assert g_neg[0] > 0  # gradient descent lowers node 2's logit on these pixels
+    assert neg > plain
+
+
+def _info(phase):
+    from uniseg_cli.training.engine import StepInfo
+
+    return StepInfo(iteration=0, total=1, phase=phase, phase_index=0, phase_iter=0)

@@ -83,6 +83,7 @@ class Params:
     merge_reward: float = 0.5  # lambda in the selection objective
     max_new_nodes: tuple[int, ...] = DEFAULT_MAX_NEW_NODES  # candidates kept per cluster size 2, 3, ...
     mip_time_limit_s: float = 120.0  # time limit of the integer program
+    min_centroid_cos: float = 0.0  # a merged pair's labels must embed alike: cosine of mean pixel embeddings (0: off)
 
     def validate(self) -> None:
         if self.iters < 1 and not self.multihead:
@@ -108,7 +109,8 @@ class Params:
     def cluster_params(self) -> ClusterParams:
         return ClusterParams(tau=self.tau, pair_cost_threshold=self.pair_cost_threshold,
                              extension_cost_threshold=self.extension_cost_threshold, merge_reward=self.merge_reward,
-                             max_new_nodes=tuple(self.max_new_nodes), time_limit_s=self.mip_time_limit_s)
+                             max_new_nodes=tuple(self.max_new_nodes), time_limit_s=self.mip_time_limit_s,
+                             min_centroid_cos=self.min_centroid_cos)
 
 
 def work_dir(ctx: StageContext) -> Path:
@@ -158,13 +160,15 @@ def run(ctx: StageContext) -> A.Artifact:
             return A.load_artifact(ctx.out_dir(), kind=KIND)
         t0 = time.perf_counter()
         names = [d.name for d in data]
-        res = estimate_nodes(hist, names, p.cluster_params())
+        sums = conf_info.pop("centroid_sums")
+        res = estimate_nodes(hist, names, p.cluster_params(), centroid_cos=stage1.centroid_cosines(sums))
         timings["clustering_s"] = time.perf_counter() - t0
         timings.update({f"clustering_{k}": v for k, v in res.timings.items()})
         classes = {d.name: list(d.classes) for d in data}
         with ctx.publish() as st:
             stage1.save_multihead(st.dir, MULTIHEAD, model, data, p, train_info)
-            write_confusion(st.dir / CONFUSION, hist, classes, kind=KIND, run_id=st.run_id, split=conf_info)
+            write_confusion(st.dir / CONFUSION, hist, classes, kind=KIND, run_id=st.run_id, split=conf_info,
+                            centroid_sums=sums)
             write_init_mapping(st.dir / INIT_MAPPING, res, classes, run_id=st.run_id)
             metrics = work_dir(ctx) / "metrics.jsonl"
             if metrics.exists():

@@ -300,6 +300,29 @@ def _eval_pair(d: DatasetData, sample: Sample, max_side: int) -> tuple[torch.Ten
     return to_tensor(image)[None], label_to_tensor(label, ign, IGNORE_INDEX)
 
 
+def _add_centroid_sums(sums: list, a: int, emb: torch.Tensor, lab: torch.Tensor, n: int) -> None:
+    """Add the embedding of every labelled pixel (at the embedding's 1/4 resolution) to its class's sum."""
+    h, w = lab.shape[-2:]
+    lab_small = torch.nn.functional.interpolate(lab.reshape(1, 1, h, w).float(), size=emb.shape[-2:], mode="nearest")
+    lab_small = lab_small.reshape(emb.shape[-2:]).long()  # (h/4, w/4)
+    keep = (lab_small >= 0) & (lab_small < n)
+    vecs = emb[0].permute(1, 2, 0)[keep]  # (P, D)
+    acc = torch.zeros(n, emb.shape[1], dtype=torch.float64, device=emb.device)
+    acc.index_add_(0, lab_small[keep], vecs.double())
+    sums[a] = acc if sums[a] is None else sums[a] + acc
+
+
+def centroid_cosines(centroid_sums: Sequence[np.ndarray]) -> np.ndarray:
+    """(L, L) cosine similarity of the class centroids (mean pixel embedding) of all labels, in dataset order.
+
+    A label without held-out pixels has a zero centroid and similarity 0 to everything.
+    """
+    c = np.concatenate([np.asarray(x, np.float64) for x in centroid_sums], axis=0)
+    norm = np.linalg.norm(c, axis=1, keepdims=True)
+    c = np.divide(c, norm, out=np.zeros_like(c), where=norm > 0)
+    return c @ c.T
+
+
 @torch.no_grad()
 def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dist) -> tuple[list[list[np.ndarray]], dict]:
     """hist[a][b] (float64 (n_a, n_b)): dataset a's ground truth against head b's argmax, summed over ranks.
@@ -318,6 +341,8 @@ def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dis
     was_training = model.training
     model.eval()
     use_amp = bool(p.amp) and dev.type == "cuda"
+    emb_dim = model.head.embed_dim if hasattr(model.head, "embed_dim") else None
+    sums: list[torch.Tensor | None] = [None] * len(data)  # (n_a, D) sum of pixel embeddings per GT class
     images = {}
     for a, d in enumerate(data):
         mine = d.held_out[dist.rank::dist.world_size]
@@ -326,7 +351,9 @@ def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dis
             img, lab = _eval_pair(d, s, p.eval_max_side)
             img, lab = img.to(dev), lab.to(dev)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                logits = model.all_logits(img)
+                emb = model.segmenter(img)  # (1, D, h, w), L2-normalised
+                logits = [model.head.dataset_logits(emb, b) for b in range(len(data))]
+            _add_centroid_sums(sums, a, emb.float(), lab, sizes[a])
             valid = (lab >= 0) & (lab < sizes[a])
             gt = lab[valid]
             for b, lg in enumerate(logits):
@@ -336,10 +363,14 @@ def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dis
     model.train(was_training)
     out = [[all_reduce_numpy(hist[a][b].cpu().numpy(), dev).astype(np.float64).reshape(sizes[a], sizes[b])
             for b in range(len(data))] for a in range(len(data))]
+    dim = next((x.shape[1] for x in sums if x is not None), emb_dim or 1)
+    centroids = [all_reduce_numpy((x if x is not None else torch.zeros(sizes[a], dim)).double().cpu().numpy(), dev)
+                 for a, x in enumerate(sums)]
     info = {"source": "holdout" if p.holdout_fraction > 0 else "split",
             "split": {d.name: d.held_out_from for d in data},
             "images": images,
             "pixels": {d.name: float(out[a][a].sum()) for a, d in enumerate(data)},
             "eval_max_side": p.eval_max_side,
-            "world_size": dist.world_size}
+            "world_size": dist.world_size,
+            "centroid_sums": centroids}
     return out, info

@@ -91,6 +91,8 @@ class Params:
     prune_mode: str = "reestimate"  # prune (reference: drop weak edges) or reestimate (also add the edges held-out pixels show)
     link_min_col_share: float = 0.5  # reestimate: link (c, u) only if >= this share of u's pixels in the dataset are c's
     link_min_presence: float = 0.002  # reestimate: ... and u takes >= this share of the dataset's labelled pixels
+    link_cosine: bool = True  # reestimate: measure with L2-normalised prototypes (no node wins by its norm alone)
+    final_unmapped_negatives: bool = True  # stage 3: nodes a dataset does not use are negatives in its CE (false: reference)
     final_loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # stage-3 CE weight per dataset
     held_out_split: str | None = None  # split for pruning and pixel shares (default: each dataset's val split)
     holdout_fraction: float = 0.0  # > 0: hold this share of each train split out of training and measure on it

@@ -66,6 +66,7 @@ class ClusterParams:
     merge_reward: float = 0.5  # lambda: the objective rewards each merge by this much
     max_new_nodes: tuple[int, ...] = DEFAULT_MAX_NEW_NODES  # candidates kept per size 2, 3, ...; the last repeats
     time_limit_s: float = 120.0  # HiGHS time limit for the integer program
+    min_centroid_cos: float = 0.0  # a pair also needs this cosine between the labels' mean pixel embeddings (0: off, public code)
 
     def validate(self) -> None:
         if not 0.0 <= self.tau <= 1.0:
@@ -198,11 +199,21 @@ def global_rates(rates) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------------------------- candidates
 
 
-def valid_pairs(R: np.ndarray, acc: np.ndarray, src: np.ndarray, p: ClusterParams) -> np.ndarray:
-    """Bool (L, L), symmetric: admissible pairs of different datasets whose cost ≤ the pair threshold."""
+def valid_pairs(R: np.ndarray, acc: np.ndarray, src: np.ndarray, p: ClusterParams,
+                cos: np.ndarray | None = None) -> np.ndarray:
+    """Bool (L, L), symmetric: admissible pairs of different datasets whose cost ≤ the pair threshold.
+
+    With ``cos`` (L, L) and ``p.min_centroid_cos > 0`` a pair must also look alike: the cosine of
+    the two labels' mean pixel embeddings on held-out images must reach the threshold. This rules
+    out the cross-domain false merges the rates cannot (see the module docstring): a driving
+    ``car`` and an indoor ``bed`` are predicted as each other by heads that never saw the other,
+    but their pixels embed far apart.
+    """
     thr = np.maximum(acc - p.tau, 0.0)
     fwd = R > thr[:, None]
     adm = fwd & fwd.T & (src[:, None] != src[None, :])
+    if cos is not None and p.min_centroid_cos > 0:
+        adm &= np.asarray(cos) >= p.min_centroid_cos
     pair_cost = 0.5 * (acc[:, None] + acc[None, :]) - 0.5 * (R + R.T)
     # 1e-12: the cost of an exact tie is computed two ways; do not let rounding decide it
     return adm & (pair_cost <= p.pair_cost_threshold + 1e-12)
@@ -216,13 +227,13 @@ def _keep_cheapest(clusters: np.ndarray, costs: np.ndarray, cap: int) -> tuple[n
     return clusters[order], costs[order]
 
 
-def grow_candidates(R, acc, src, offsets, p: ClusterParams) -> list[tuple[np.ndarray, np.ndarray]]:
+def grow_candidates(R, acc, src, offsets, p: ClusterParams, cos: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Candidate clusters per size: [(members int (m, k) global ids, costs (m,)) for k = 2, 3, ...].
 
     Members are sorted by dataset; a size-k cluster is only extended with labels of datasets after
     its last member's, so every cluster is generated once (breadth-first over dataset tuples).
     """
-    V = valid_pairs(R, acc, src, p)
+    V = valid_pairs(R, acc, src, p, cos)
     gi, gj = np.nonzero(np.triu(V))
     cl = np.stack([gi, gj], axis=1).astype(np.int64)
     costs = 0.5 * (acc[gi] + acc[gj]) - 0.5 * (R[gi, gj] + R[gj, gi])
@@ -304,7 +315,8 @@ def select_clusters(clusters: list[np.ndarray], costs: np.ndarray, num_labels: i
 
 
 def estimate_nodes(
-    hist: Sequence[Sequence[np.ndarray]], datasets: Sequence[str], params: ClusterParams | None = None
+    hist: Sequence[Sequence[np.ndarray]], datasets: Sequence[str], params: ClusterParams | None = None,
+    centroid_cos: np.ndarray | None = None,
 ) -> ClusterResult:
     """Appendix B end to end: confusion → rates → candidates → integer program → nodes.
 
@@ -312,6 +324,8 @@ def estimate_nodes(
         hist: hist[a][b] float/int (n_a, n_b) pixel counts, a's ground truth vs b's head argmax.
         datasets: names, in the order of ``hist``.
         params: thresholds (defaults: the public code's).
+        centroid_cos: optional (L, L) cosine of the labels' mean pixel embeddings, rows in dataset
+            order; used when ``params.min_centroid_cos > 0``.
 
     Returns:
         A :class:`ClusterResult`; ``result.mappings()`` gives bool (n_d, N) per dataset.
@@ -325,7 +339,7 @@ def estimate_nodes(
     rates = rates_from_confusion(hist)
     R, acc, src, offsets = global_rates(rates)
     t1 = time.perf_counter()
-    levels = grow_candidates(R, acc, src, offsets, p)
+    levels = grow_candidates(R, acc, src, offsets, p, centroid_cos)
     t2 = time.perf_counter()
     clusters = [row for cl, _ in levels for row in cl]
     costs = np.concatenate([c for _, c in levels]) if levels else np.zeros(0)

@@ -24,8 +24,9 @@ SCHEMA = "uniseg.confusion/1"
 
 def write_confusion(
     path: Path, hist: Sequence[Sequence[np.ndarray]], classes: dict[str, Sequence[str]], *, kind: str,
-    run_id: str, split: dict | None = None,
+    run_id: str, split: dict | None = None, centroid_sums: Sequence[np.ndarray] | None = None,
 ) -> None:
+    """hist_<a>_<b> per ordered dataset pair; ``centroid_<a>`` (n_a, D): summed pixel embeddings per class."""
     import h5py
 
     names = list(classes)
@@ -33,6 +34,8 @@ def write_confusion(
         for a in range(len(names)):
             for b in range(len(names)):
                 f.create_dataset(f"hist_{a}_{b}", data=np.asarray(hist[a][b], dtype=np.float64))
+            if centroid_sums is not None:
+                f.create_dataset(f"centroid_{a}", data=np.asarray(centroid_sums[a], dtype=np.float64))
         f.attrs["schema"] = SCHEMA
         f.attrs["kind"] = kind
         f.attrs["run_id"] = run_id

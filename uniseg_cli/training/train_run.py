@@ -66,6 +66,7 @@ def to_stage3(task2, hooks2, p, names):
     head.set_prototypes(protos, trainable=True)
     task3 = UnifiedTask(task2.segmenter, head, None, [p.final_loss_weights.get(n, 1.0) for n in names],
                         ohem={"thresh": p.ohem_thresh, "min_kept_ratio": p.ohem_min_kept}, dataset_names=names)
+    task3.unmapped_negatives = bool(p.final_unmapped_negatives)
     return task3, maps
 
 
@@ -94,7 +95,8 @@ def train_all(p, inputs: TrainInputs, data: TrainingData, dist, work: Path, conf
     del t2
     images = held_out_pairs(data, dist.rank, dist.world_size)
     hooks3 = Stage3Hooks(task3, images, p.prune_threshold, dist.device, p.amp, mode=p.prune_mode,
-                         min_col_share=p.link_min_col_share, min_presence=p.link_min_presence)
+                         min_col_share=p.link_min_col_share, min_presence=p.link_min_presence,
+                         cosine=p.link_cosine)
     phases3 = stage3_phases(p.final_iters, p.prune_at or None)
     t3 = Trainer(task3, phases3, p.optim(), stage="stage3", work_dir=Path(work) / "stage3", hooks=hooks3, **common)
     s3 = t3.run(until=(until or {}).get("stage3"))

@@ -95,14 +95,40 @@ class UnifiedTask(nn.Module):
         self.ohem = dict(ohem or {})
         self.names = list(dataset_names) if dataset_names else [str(i) for i in range(len(self.weights))]
         self.hard: list[torch.Tensor] | None = None  # boolean mappings used by the GNN phases' hard term
+        self.unmapped_negatives = False  # stage 3: a dataset's unmapped nodes are negatives in its CE
 
     def forward(self, batch: dict, info: StepInfo) -> dict[str, torch.Tensor]:
         kind = info.phase.get("kind")
         if kind in (GNN, GNN_FIXED):
             return self._gnn_losses(batch, info, kind)
         emb = self.segmenter(batch["image"])  # (B, D, h, w)
-        total, per = multi_dataset_ce(self.head(emb, batch["dataset"]), batch["label"], self.weights, **self.ohem)
+        if kind == FINAL and self.unmapped_negatives:
+            outs = self._with_unmapped_negatives(emb, batch["dataset"])
+        else:
+            outs = self.head(emb, batch["dataset"])
+        total, per = multi_dataset_ce(outs, batch["label"], self.weights, **self.ohem)
         return {"loss": total, **{f"ce/{self.names[d]}": v for d, v in per.items()}}
+
+    def _with_unmapped_negatives(self, emb: torch.Tensor, dataset_idx: torch.Tensor) -> list:
+        """Per-dataset logits [M_d·z ; z_u for every node u with no label in d] (B, n_d + free, h, w).
+
+        The targets stay the dataset's labels, so a node that dataset d does not use is pushed below
+        the right label on d's pixels. Without it nothing constrains such a node on d's images (the
+        reference avoided this only by linking every node to some label of every dataset, METHOD §5.3),
+        and a node of another domain can take over pixels it was never trained on.
+        """
+        from uniseg_cli.models.heads import DatasetLogits
+
+        outs = []
+        for d, idx in split_by_dataset(dataset_idx):
+            z = self.head.unified_logits(emb[idx])  # (b, N, h, w)
+            m = self.head.mapping(d).to(z.dtype)  # (n_d, N)
+            logits = self.head.map_logits(z, m)
+            free = m.sum(dim=0) == 0
+            if bool(free.any()):
+                logits = torch.cat([logits, z[:, free]], dim=1)
+            outs.append(DatasetLogits(d, idx, logits))
+        return outs
 
     def _gnn_losses(self, batch: dict, info: StepInfo, kind: str) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -179,8 +205,13 @@ class Stage2Hooks(Hooks):
 
 
 @torch.no_grad()
-def unified_hist(task: UnifiedTask, images: Sequence, num_classes: Sequence[int], device, amp: bool = False) -> list[np.ndarray]:
+def unified_hist(task: UnifiedTask, images: Sequence, num_classes: Sequence[int], device, amp: bool = False,
+                 cosine: bool = False) -> list[np.ndarray]:
     """hist[d][c, u]: held-out pixels of label c of dataset d whose argmax over all N unified logits is u.
+
+    With ``cosine`` the argmax is over cosine similarities (prototypes L2-normalised): a node whose
+    prototype norm grew large in its own datasets cannot take over pixels of another domain that
+    it was never trained on, where nothing kept its logits down.
 
     Args:
         images: per dataset, an iterable of (image (1, 3, H, W) normalised, label (1, H, W) with -1 ignore).
@@ -198,7 +229,11 @@ def unified_hist(task: UnifiedTask, images: Sequence, num_classes: Sequence[int]
         for img, lab in pairs:
             img, lab = img.to(device), lab.to(device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp and device.type == "cuda"):
-                z = full_res_logits(task.segmenter, task.head.unified_logits, img)  # (1, N, H, W)
+                head_fn = task.head.unified_logits
+                if cosine:
+                    protos = nn.functional.normalize(task.head.prototypes.detach(), dim=1)
+                    head_fn = lambda e: task.head.unified_logits(e, protos)  # noqa: E731
+                z = full_res_logits(task.segmenter, head_fn, img)  # (1, N, H, W)
             pred = z.argmax(dim=1)  # (1, H, W)
             keep = (lab >= 0) & (lab < num_classes[d])
             h += torch.bincount(lab[keep] * n_nodes + pred[keep], minlength=num_classes[d] * n_nodes)
@@ -311,9 +346,9 @@ class Stage3Hooks(Hooks):
     """Prunes the mapping once, at the start of the ``prune`` phase, from held-out pixel shares."""
 
     def __init__(self, task: UnifiedTask, held_out_images, threshold: float, device, amp: bool = False,
-                 mode: str = "prune", min_col_share: float = 0.5, min_presence: float = 0.002):
+                 mode: str = "prune", min_col_share: float = 0.5, min_presence: float = 0.002, cosine: bool = True):
         self.task, self.images, self.threshold, self.device, self.amp = task, held_out_images, threshold, device, amp
-        self.mode, self.min_col_share, self.min_presence = mode, min_col_share, min_presence
+        self.mode, self.min_col_share, self.min_presence, self.cosine = mode, min_col_share, min_presence, cosine
         self.prune_hist: list[np.ndarray] | None = None
 
     def on_phase_start(self, trainer, info: StepInfo) -> None:
@@ -321,7 +356,8 @@ class Stage3Hooks(Hooks):
             return
         sizes = self.task.head.num_classes
         trainer.sync_buffers()  # every rank measures with rank 0's BN statistics
-        self.prune_hist = unified_hist(self.task, self.images(), sizes, self.device, self.amp)
+        self.prune_hist = unified_hist(self.task, self.images(), sizes, self.device, self.amp,
+                                       cosine=self.mode == "reestimate" and self.cosine)
         maps = [m.cpu().numpy() > 0.5 for m in self.task.head.mappings]
         if self.mode == "reestimate":
             new = reestimate_mappings(maps, self.prune_hist, self.threshold, self.min_col_share, self.min_presence)

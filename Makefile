@@ -15,12 +15,14 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 # Sets up the environment and runs the demo pipeline on the embedded synthetic world.
+# One BLAS/OpenMP thread: the demo's tiny models run faster single-threaded, and oversubscribed
+# threads on a busy 2-core machine made training ten times slower (override: OMP_NUM_THREADS=2 make demo).
 demo: setup
-	$(BIN)/uniseg run pipeline.yaml
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/uniseg run pipeline.yaml
 
 # Sets up the environment and runs the whole test suite.
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"

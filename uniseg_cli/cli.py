@@ -995,6 +995,10 @@ def convert_cmd(
 def main(argv: list[str] | None = None) -> None:
     """Run the app; turn known errors into ``Error:``/``Hint:`` and an exit code."""
     debug = os.environ.get("UNISEG_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
+    if not debug:  # a dependency's deprecation notice at import is noise to users
+        import warnings
+
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     try:
         app(args=argv, standalone_mode=False)
     except UnisegError as e:

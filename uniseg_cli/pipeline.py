@@ -491,8 +491,12 @@ def _print_summary(report: dict) -> None:
         )
     ev = s.get("evaluation")
     if isinstance(ev, dict):
-        miou = ev.get("miou") or ev.get("mIoU") or ev
-        console.print(f"evaluation: {miou}")
+        parts = [f"{name} {d.get('miou')}" for name, d in (ev.get("datasets") or {}).items() if isinstance(d, dict)]
+        parts += [f"{name} (unseen) {d.get('miou')}" for name, d in (ev.get("unseen") or {}).items() if isinstance(d, dict)]
+        line = "mIoU %: " + ", ".join(parts) if parts else "evaluation:"
+        if ev.get("mean_miou") is not None:
+            line += f"; mean {ev['mean_miou']}"
+        console.print(line)
     if s.get("taxonomy"):
         console.print(f"taxonomy: {s['taxonomy']}")
     if s.get("picture"):

@@ -673,7 +673,7 @@ def train_cmd(
     link_min_col_share: Annotated[Optional[float], _tr_opt("reestimate: link (c,u) only if this share of u's pixels are c's [0.5].", "--link-min-col-share")] = None,
     link_min_presence: Annotated[Optional[float], _tr_opt("reestimate: ... and u takes this share of the dataset's pixels [0.002].", "--link-min-presence")] = None,
     link_cosine: Annotated[Optional[bool], _tr_opt("reestimate: measure with L2-normalised prototypes [on].", "--link-cosine/--no-link-cosine")] = None,
-    final_unmapped_negatives: Annotated[Optional[bool], _tr_opt("Stage 3: nodes a dataset does not use are negatives in its CE [on; reference off].", "--final-unmapped-negatives/--no-final-unmapped-negatives")] = None,
+    final_unmapped_negatives: Annotated[Optional[float], _tr_opt("Stage 3: weight of a CE where a dataset's unused nodes are negatives [0.2; reference 0].", "--final-unmapped-negatives")] = None,
     final_loss_weight: Annotated[Optional[list[str]], _tr_opt("Final-stage CE weight NAME=W (repeatable) [1].", "--final-loss-weight")] = None,
     held_out_split: Annotated[Optional[str], _tr_opt("Split for pruning and pixel shares [each dataset's val split].", "--held-out-split")] = None,
     holdout_fraction: Annotated[Optional[float], _tr_opt("Hold this share of train out of training and measure on it [0].", "--holdout-fraction")] = None,

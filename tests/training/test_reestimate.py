@@ -91,8 +91,8 @@ def test_unmapped_nodes_are_negatives_in_stage3_loss():
         out["loss"].backward()
         return out["loss"].item(), head.prototypes.grad[2].clone()
 
-    plain, g_plain = loss(False)
-    neg, g_neg = loss(True)
+    plain, g_plain = loss(0.0)
+    neg, g_neg = loss(0.5)
     assert torch.all(g_plain == 0)  # without the option nothing touches node 2
     assert g_neg[0] > 0  # gradient descent lowers node 2's logit on these pixels
     assert neg > plain

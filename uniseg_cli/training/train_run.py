@@ -66,7 +66,7 @@ def to_stage3(task2, hooks2, p, names):
     head.set_prototypes(protos, trainable=True)
     task3 = UnifiedTask(task2.segmenter, head, None, [p.final_loss_weights.get(n, 1.0) for n in names],
                         ohem={"thresh": p.ohem_thresh, "min_kept_ratio": p.ohem_min_kept}, dataset_names=names)
-    task3.unmapped_negatives = bool(p.final_unmapped_negatives)
+    task3.unmapped_negatives = float(p.final_unmapped_negatives)
     return task3, maps
 
 

@@ -95,25 +95,29 @@ class UnifiedTask(nn.Module):
         self.ohem = dict(ohem or {})
         self.names = list(dataset_names) if dataset_names else [str(i) for i in range(len(self.weights))]
         self.hard: list[torch.Tensor] | None = None  # boolean mappings used by the GNN phases' hard term
-        self.unmapped_negatives = False  # stage 3: a dataset's unmapped nodes are negatives in its CE
+        self.unmapped_negatives = 0.0  # stage 3: weight of the CE in which a dataset's unmapped nodes are negatives
 
     def forward(self, batch: dict, info: StepInfo) -> dict[str, torch.Tensor]:
         kind = info.phase.get("kind")
         if kind in (GNN, GNN_FIXED):
             return self._gnn_losses(batch, info, kind)
         emb = self.segmenter(batch["image"])  # (B, D, h, w)
-        if kind == FINAL and self.unmapped_negatives:
-            outs = self._with_unmapped_negatives(emb, batch["dataset"])
-        else:
-            outs = self.head(emb, batch["dataset"])
-        total, per = multi_dataset_ce(outs, batch["label"], self.weights, **self.ohem)
+        total, per = multi_dataset_ce(self.head(emb, batch["dataset"]), batch["label"], self.weights, **self.ohem)
+        lam = float(self.unmapped_negatives)
+        if kind == FINAL and lam > 0:
+            neg, _ = multi_dataset_ce(self._with_unmapped_negatives(emb, batch["dataset"]), batch["label"],
+                                      self.weights, **self.ohem)
+            total = (1.0 - lam) * total + lam * neg
         return {"loss": total, **{f"ce/{self.names[d]}": v for d, v in per.items()}}
 
     def _with_unmapped_negatives(self, emb: torch.Tensor, dataset_idx: torch.Tensor) -> list:
         """Per-dataset logits [M_d·z ; z_u for every node u with no label in d] (B, n_d + free, h, w).
 
         The targets stay the dataset's labels, so a node that dataset d does not use is pushed below
-        the right label on d's pixels. Without it nothing constrains such a node on d's images (the
+        the right label on d's pixels. The trainer mixes this CE with weight λ into the plain one:
+        a node of another domain gets only this push on d's images and sinks, while a node that d's
+        union label really contains keeps the full-weight push up from its own dataset, so it still
+        shows where it belongs (a small λ keeps that asymmetry). Without it nothing constrains such a node on d's images (the
         reference avoided this only by linking every node to some label of every dataset, METHOD §5.3),
         and a node of another domain can take over pixels it was never trained on.
         """

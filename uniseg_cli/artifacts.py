@@ -522,6 +522,25 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def payload_path(src: "Artifact | str | Path", kind: str, filename: str) -> Path:
+    """The payload file ``filename`` of a ``kind`` artifact, given the artifact, its directory or the file itself.
+
+    A directory is verified as an artifact; a plain file is taken as it is (its own schema check
+    is the reader's job). Exit 3 on a wrong kind or a missing path.
+    """
+    if isinstance(src, Artifact):
+        if src.kind != kind:
+            raise ArtifactError(f"{src.path} is a {src.kind} artifact, expected {kind}",
+                                hint=f"pass the output of `{rebuild_command(kind)}`.")
+        return src.file(filename)
+    p = Path(src)
+    if p.is_dir():
+        return load_artifact(p, kind=kind).file(filename)
+    if not p.exists():
+        raise ArtifactError(f"{p} does not exist", hint=f"run `{rebuild_command(kind)}` first, or pass its path.")
+    return p
+
+
 def lineage(art: Artifact, root: Path | None = None, depth: int = 8) -> list[dict]:
     """The chain of upstream artifacts (as far as they are found under ``root``)."""
     root = Path(root) if root is not None else art.path.parent.parent

@@ -138,17 +138,7 @@ def write_features(path: Path, feats: np.ndarray, rows: Sequence[FeatureRow], *,
 
 
 def _payload_path(src) -> Path:
-    if isinstance(src, A.Artifact):
-        if src.kind != KIND:
-            raise ArtifactError(f"{src.path} is a {src.kind} artifact, expected {KIND}",
-                                hint="pass the output of `uniseg embed-labels`.")
-        return src.file(FILENAME)
-    p = Path(src)
-    if p.is_dir():
-        return A.load_artifact(p, kind=KIND).file(FILENAME)
-    if not p.exists():
-        raise ArtifactError(f"{p} does not exist", hint="run `uniseg embed-labels` first, or pass its path.")
-    return p
+    return A.payload_path(src, KIND, FILENAME)
 
 
 def read_features_attrs(src) -> dict:

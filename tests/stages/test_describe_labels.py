@@ -130,3 +130,19 @@ def test_reader_rejects_foreign_and_corrupt_files(tmp_path):
         D.read_descriptions(broken)
     with pytest.raises(ArtifactError, match="does not exist"):
         D.read_descriptions(tmp_path / "missing.parquet")
+
+
+def test_run_id_depends_only_on_what_can_change_the_descriptions(tmp_path):
+    ds = make_datasets(tmp_path)
+    root = tmp_path / "artifacts"
+    base = ctx_for(ds, root).run_id()
+    # the template provider ignores the LLM's settings; connection settings never change an answer
+    assert ctx_for(ds, root, model="other-model", temperature=0.7, concurrency=2, timeout=5.0).run_id() == base
+    assert ctx_for(ds, root, prompt_template="Describe {label}.").run_id() != base  # the prompt column changes
+    oa = ctx_for(ds, root, provider="openai").run_id()
+    assert oa != base
+    assert ctx_for(ds, root, provider="openai", concurrency=2, max_retries=1).run_id() == oa
+    assert ctx_for(ds, root, provider="openai", model="other-model").run_id() != oa
+    assert ctx_for(ds, root, provider="openai", temperature=0.5).run_id() != oa
+    # the manifest still records every param as given
+    assert ctx_for(ds, root, model="other-model").params_dict()["model"] == "other-model"

@@ -162,12 +162,16 @@ class StageContext:
         return self._refs
 
     def run_id(self) -> str:
-        return A.run_id_for(self.spec.kind, self.params_dict(), self.input_refs())
+        return A.run_id_for(self.spec.kind, self.params_dict(identity=True), self.input_refs())
 
-    def params_dict(self) -> dict:
+    def params_dict(self, identity: bool = False) -> dict:
+        """The params as recorded in the manifest; with ``identity``, only those the stage's output depends
+        on (``Params.identity()`` where a stage defines it), which is what the run id is made from."""
         from uniseg_cli.config import to_dict
 
         d = to_dict(self.params)
+        if identity and hasattr(self.params, "identity"):
+            d = {k: v for k, v in d.items() if k in self.params.identity()}
         d["_datasets"] = [dataclasses.asdict(x) | {"root": None} for x in self.datasets] if self.spec.datasets != "none" else []
         return d
 

@@ -39,6 +39,20 @@ class Params:
     max_retries: int = 5  # retries per label on 429, 5xx, timeouts and empty answers
     descriptions_file: str | None = None  # file provider: JSON, CSV or Parquet with dataset, label, description
 
+    def identity(self) -> dict:
+        """The params that can change the descriptions: the run id is made from these only.
+
+        Connection settings (concurrency, timeout, retries) never change an answer, and the
+        template and file providers ignore the LLM's settings, so changing ``--model`` under
+        ``--provider template`` finds the same artifact instead of making a new run.
+        """
+        keep = {"provider", "prompt_template"}
+        if self.provider == "openai":
+            keep |= {"model", "base_url", "temperature", "max_tokens"}
+        elif self.provider == "file":
+            keep |= {"descriptions_file"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
+
     def validate(self) -> None:
         if self.provider not in llm.PROVIDERS:
             raise ValueError(f"provider: must be one of {', '.join(llm.PROVIDERS)}, got {self.provider!r}")

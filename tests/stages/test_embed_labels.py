@@ -72,7 +72,7 @@ def test_empty_descriptions_are_refused(tmp_path, _artifacts_root, llama_dir):
 def test_missing_model_path_fails_before_anything_is_written(tmp_path, _artifacts_root):
     ds = make_datasets(tmp_path)
     desc, _ = S.execute(describe_ctx(ds, _artifacts_root))
-    with pytest.raises(ArtifactError, match="model path .*no/such/model does not exist"):
+    with pytest.raises(UsageError, match="model path .*no/such/model does not exist"):
         S.execute(embed_ctx(desc, ds, _artifacts_root, model=str(tmp_path / "no" / "such" / "model")))
     assert not list((_artifacts_root / "label-features").glob("*/manifest.json")) if (
         _artifacts_root / "label-features").exists() else True
@@ -123,7 +123,7 @@ def test_cli_describe_then_embed(tmp_path, _artifacts_root, llama_dir, cli):
     feats, rows = EL.read_features(res["path"])
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
     code, out, err = cli("embed-labels", "--model", tmp_path / "nowhere", "--force")
-    assert code == 3 and "nowhere does not exist" in err and "Hint:" in err
+    assert code == 2 and "nowhere does not exist" in err and "Hint:" in err
 
 
 def test_cli_openai_bad_key_exits_6_without_echoing_the_key(tmp_path, cli, monkeypatch):

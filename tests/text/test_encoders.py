@@ -97,7 +97,7 @@ def test_bf16_is_close_to_fp32(llama_dir, enc):
 
 
 def test_missing_model_path_names_it(tmp_path):
-    with pytest.raises(ArtifactError, match="model path .*/nope/model does not exist"):
+    with pytest.raises(UsageError, match="model path .*/nope/model does not exist"):
         E.TextEncoder(str(tmp_path / "nope" / "model"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ArtifactError, match="has no config.json"):

@@ -93,7 +93,7 @@ def resolve_model(spec: str) -> ModelRef:
         return ModelRef(spec, str(p.resolve()), str(p.resolve()), f"local:{_dir_fingerprint(p)}", True)
     looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or p.suffix in (".bin", ".safetensors")
     if looks_like_path or not _HUB_ID.match(spec):
-        raise ArtifactError(f"model path {spec} does not exist",
+        raise UsageError(f"model path {spec} does not exist",
                             hint="pass an existing model directory, a Hugging Face hub id, or the alias minilm.")
     from huggingface_hub import try_to_load_from_cache
 

@@ -234,3 +234,48 @@ def test_centroid_gate_blocks_a_cross_domain_pair_the_rates_accept():
     assert gated.num_nodes == 3
     merged = [m for m in gated.nodes() if len(m) == 2]
     assert merged == [((0, 1), (1, 1))]
+
+
+def _union_world():
+    """A: road, sky, table (an indoor label); B: Road, Lane Marking, Crosswalk, Sky.
+
+    A's road = B's Road + Lane Marking + Crosswalk: A's head calls every B road part "road", B's head
+    splits A's road pixels 80/12/8. B's head also calls A's table pixels markings, but A's head calls
+    the markings "road", not "table": a one-way confusion is no union.
+    """
+    hist = [[np.diag([100.0, 100.0, 100.0]), np.array([[80.0, 12.0, 8.0, 0.0], [0.0, 0.0, 0.0, 100.0],
+                                                      [0.0, 60.0, 40.0, 0.0]])],
+            [np.array([[98.0, 0.0, 2.0], [97.0, 0.0, 3.0], [96.0, 0.0, 4.0], [0.0, 100.0, 0.0]]),
+             np.diag([100.0, 100.0, 100.0, 100.0])]]
+    return hist
+
+
+def test_unions_link_a_coarse_label_to_every_part_and_drop_its_own_node():
+    hist = _union_world()
+    plain = estimate_nodes(hist, ["A", "B"], ClusterParams())
+    m = plain.mappings()
+    assert not (m["A"][0] & m["B"][1]).any()  # Appendix B never links road with Lane Marking
+    res = estimate_nodes(hist, ["A", "B"], ClusterParams(unions=True))
+    m = res.mappings()
+    road_nodes = set(np.flatnonzero(m["A"][0]))
+    parts = {int(np.flatnonzero(m["B"][f])[0]) for f in range(3)}
+    assert road_nodes == parts  # road = Road + Lane Marking + Crosswalk, and nothing else
+    assert res.num_nodes == plain.num_nodes - 1  # road's own node is gone
+    assert (m["A"].sum(axis=0) <= 1).all() and (m["B"].sum(axis=0) <= 1).all()  # one label per dataset and node
+    assert res.unions == [{"label": (0, 0), "parts": [(1, 0), (1, 1), (1, 2)], "cover": 1.0}]
+
+
+def test_appearance_support_gates_union_parts_and_pairs():
+    hist = _union_world()
+    L = 7
+    support = np.ones((L, L))
+    support[0, 3 + 1] = support[3 + 1, 0] = 0.0  # road's pixels never look like the lane markings
+    res = estimate_nodes(hist, ["A", "B"], ClusterParams(unions=True, min_generic_share=0.1), support=support)
+    assert res.unions == [{"label": (0, 0), "parts": [(1, 0), (1, 2)], "cover": 0.88}]  # the gated part is left out
+    res = estimate_nodes(hist, ["A", "B"], ClusterParams(unions=True, min_generic_share=0.1, union_cover=0.9),
+                         support=support)
+    assert res.unions == []  # the parts left no longer cover road
+    # a pair the rates accept (sky ~ Sky) is refused when the images say the two never look alike
+    support[1, 6] = support[6, 1] = 0.0
+    gated = estimate_nodes(hist, ["A", "B"], ClusterParams(min_generic_share=0.1), support=support)
+    assert all(len(mem) == 1 for mem in gated.nodes())

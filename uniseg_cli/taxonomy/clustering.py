@@ -67,6 +67,11 @@ class ClusterParams:
     max_new_nodes: tuple[int, ...] = DEFAULT_MAX_NEW_NODES  # candidates kept per size 2, 3, ...; the last repeats
     time_limit_s: float = 120.0  # HiGHS time limit for the integer program
     min_centroid_cos: float = 0.0  # a pair also needs this cosine between the labels' mean pixel embeddings (0: off, public code)
+    min_generic_share: float = 0.0  # a pair (and a union part) needs this appearance support (evidence.py; 0: off)
+    unions: bool = False  # link a coarse label to the nodes of the finer labels it is the union of (off: public code)
+    union_min_back: float = 0.5  # union part f of dataset B: the coarse label's head calls >= this share of f's pixels c
+    union_min_part: float = 0.005  # ... and B's head calls >= this share of c's pixels f
+    union_cover: float = 0.8  # the parts together take >= this share of c's pixels
 
     def validate(self) -> None:
         if not 0.0 <= self.tau <= 1.0:
@@ -79,6 +84,9 @@ class ClusterParams:
             raise ValueError("max_new_nodes must be a non-empty list of counts >= 0")
         if self.time_limit_s <= 0:
             raise ValueError("time_limit_s must be > 0")
+        for name in ("min_generic_share", "union_min_back", "union_min_part", "union_cover"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
 
     def cap(self, size: int) -> int:
         caps = self.max_new_nodes
@@ -102,13 +110,19 @@ class ClusterResult:
     mip_status: str
     candidates_per_size: dict[int, int]
     timings: dict[str, float]
+    #: union links added after the selection: {"label": (d, c), "parts": [(d2, f), ...], "cover": share}
+    unions: list[dict] = dataclasses.field(default_factory=list)
+    #: the nodes after :func:`add_unions` (None: the clusters, then the singletons)
+    node_members: list[tuple[tuple[int, int], ...]] | None = None
 
     @property
     def num_nodes(self) -> int:
-        return len(self.clusters) + len(self.singletons)
+        return len(self.nodes())
 
     def nodes(self) -> list[tuple[tuple[int, int], ...]]:
-        """Members of every unified node, in node order."""
+        """Members of every unified node, in node order (a union label is a member of several)."""
+        if self.node_members is not None:
+            return list(self.node_members)
         return list(self.clusters) + [(s,) for s in self.singletons]
 
     def mappings(self) -> dict[str, np.ndarray]:
@@ -200,7 +214,7 @@ def global_rates(rates) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def valid_pairs(R: np.ndarray, acc: np.ndarray, src: np.ndarray, p: ClusterParams,
-                cos: np.ndarray | None = None) -> np.ndarray:
+                cos: np.ndarray | None = None, support: np.ndarray | None = None) -> np.ndarray:
     """Bool (L, L), symmetric: admissible pairs of different datasets whose cost ≤ the pair threshold.
 
     With ``cos`` (L, L) and ``p.min_centroid_cos > 0`` a pair must also look alike: the cosine of
@@ -208,12 +222,17 @@ def valid_pairs(R: np.ndarray, acc: np.ndarray, src: np.ndarray, p: ClusterParam
     out the cross-domain false merges the rates cannot (see the module docstring): a driving
     ``car`` and an indoor ``bed`` are predicted as each other by heads that never saw the other,
     but their pixels embed far apart.
+
+    With ``support`` (L, L) (:func:`uniseg_cli.taxonomy.evidence.pair_support`) and
+    ``p.min_generic_share > 0`` a pair must also be supported by the appearance evidence.
     """
     thr = np.maximum(acc - p.tau, 0.0)
     fwd = R > thr[:, None]
     adm = fwd & fwd.T & (src[:, None] != src[None, :])
     if cos is not None and p.min_centroid_cos > 0:
         adm &= np.asarray(cos) >= p.min_centroid_cos
+    if support is not None and p.min_generic_share > 0:
+        adm &= np.asarray(support) >= p.min_generic_share
     pair_cost = 0.5 * (acc[:, None] + acc[None, :]) - 0.5 * (R + R.T)
     # 1e-12: the cost of an exact tie is computed two ways; do not let rounding decide it
     return adm & (pair_cost <= p.pair_cost_threshold + 1e-12)
@@ -227,13 +246,14 @@ def _keep_cheapest(clusters: np.ndarray, costs: np.ndarray, cap: int) -> tuple[n
     return clusters[order], costs[order]
 
 
-def grow_candidates(R, acc, src, offsets, p: ClusterParams, cos: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def grow_candidates(R, acc, src, offsets, p: ClusterParams, cos: np.ndarray | None = None,
+                    support: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Candidate clusters per size: [(members int (m, k) global ids, costs (m,)) for k = 2, 3, ...].
 
     Members are sorted by dataset; a size-k cluster is only extended with labels of datasets after
     its last member's, so every cluster is generated once (breadth-first over dataset tuples).
     """
-    V = valid_pairs(R, acc, src, p, cos)
+    V = valid_pairs(R, acc, src, p, cos, support)
     gi, gj = np.nonzero(np.triu(V))
     cl = np.stack([gi, gj], axis=1).astype(np.int64)
     costs = 0.5 * (acc[gi] + acc[gj]) - 0.5 * (R[gi, gj] + R[gj, gi])
@@ -316,7 +336,7 @@ def select_clusters(clusters: list[np.ndarray], costs: np.ndarray, num_labels: i
 
 def estimate_nodes(
     hist: Sequence[Sequence[np.ndarray]], datasets: Sequence[str], params: ClusterParams | None = None,
-    centroid_cos: np.ndarray | None = None,
+    centroid_cos: np.ndarray | None = None, support: np.ndarray | None = None,
 ) -> ClusterResult:
     """Appendix B end to end: confusion → rates → candidates → integer program → nodes.
 
@@ -326,6 +346,8 @@ def estimate_nodes(
         params: thresholds (defaults: the public code's).
         centroid_cos: optional (L, L) cosine of the labels' mean pixel embeddings, rows in dataset
             order; used when ``params.min_centroid_cos > 0``.
+        support: optional (L, L) appearance support (evidence.py); gates pairs when
+            ``params.min_generic_share > 0`` and union parts when ``params.unions``.
 
     Returns:
         A :class:`ClusterResult`; ``result.mappings()`` gives bool (n_d, N) per dataset.
@@ -339,7 +361,7 @@ def estimate_nodes(
     rates = rates_from_confusion(hist)
     R, acc, src, offsets = global_rates(rates)
     t1 = time.perf_counter()
-    levels = grow_candidates(R, acc, src, offsets, p, centroid_cos)
+    levels = grow_candidates(R, acc, src, offsets, p, centroid_cos, support)
     t2 = time.perf_counter()
     clusters = [row for cl, _ in levels for row in cl]
     costs = np.concatenate([c for _, c in levels]) if levels else np.zeros(0)
@@ -356,7 +378,7 @@ def estimate_nodes(
     for i in chosen:
         used[clusters[i]] = True
         sel.append(tuple(local(int(g)) for g in clusters[i]))
-    return ClusterResult(
+    res = ClusterResult(
         datasets=list(datasets),
         num_classes=sizes,
         clusters=sel,
@@ -367,3 +389,59 @@ def estimate_nodes(
         candidates_per_size={int(cl.shape[1]): int(len(cl)) for cl, _ in levels},
         timings={"rates_s": t1 - t0, "growth_s": t2 - t1, "selection_s": t3 - t2},
     )
+    return add_unions(res, rates, support, p) if p.unions else res
+
+
+def add_unions(res: ClusterResult, rates, support: np.ndarray | None, p: ClusterParams) -> ClusterResult:
+    """Link every coarse label to the nodes of the finer labels it is the union of (many-to-many).
+
+    Label c of dataset A is the union of labels f_1..f_k (k >= 2) of dataset B when, for each part,
+    A's head calls at least ``union_min_back`` of f_i's pixels c, B's head calls at least
+    ``union_min_part`` of c's pixels f_i, and (with ``support`` and ``min_generic_share > 0``)
+    the appearance evidence supports the pair; and the parts take at least ``union_cover`` of c's
+    pixels. Then c joins every node of every part that holds no label of A yet (a node keeps at most
+    one label per dataset). A node that held only c is dropped, since the parts' nodes now carry its
+    pixels. citydrive ``road`` = vistadrive ``Road`` + ``Lane Marking - General`` +
+    ``Lane Marking - Crosswalk`` is such a union; Appendix B leaves all four apart
+    (module docstring), and without the appearance gate an indoor ``table`` that both driving
+    heads confuse with the lane markings would pass the rates alike.
+    """
+    R, _, src, offsets = global_rates(rates)
+    gate = support is not None and p.min_generic_share > 0
+    nodes = [dict(m) for m in res.nodes()]  # node -> {dataset: label}
+    where: dict[tuple[int, int], list[int]] = {}
+    for u, m in enumerate(nodes):
+        for d, c in m.items():
+            where.setdefault((d, c), []).append(u)
+    own = {key: list(us) for key, us in where.items()}
+    unions, coarse = [], set()
+    k = len(offsets) - 1
+    for a in range(k):
+        for c in range(int(offsets[a + 1] - offsets[a])):
+            gc = int(offsets[a] + c)
+            for b in range(k):
+                if b == a:
+                    continue
+                fs = np.arange(offsets[b], offsets[b + 1])
+                ok = (R[fs, gc] >= p.union_min_back) & (R[gc, fs] >= p.union_min_part)
+                if gate:
+                    ok &= np.asarray(support)[gc, fs] >= p.min_generic_share
+                parts = fs[ok]
+                cover = float(R[gc, parts].sum())
+                if len(parts) < 2 or cover < p.union_cover:
+                    continue
+                added = []
+                for g in parts:
+                    f = int(g - offsets[b])
+                    for u in where.get((b, f), []):
+                        if a not in nodes[u]:
+                            nodes[u][a] = c
+                            where.setdefault((a, c), []).append(u)
+                            added.append(u)
+                if added:
+                    unions.append({"label": (a, c), "parts": [(b, int(g - offsets[b])) for g in parts],
+                                   "cover": round(cover, 4)})
+                    coarse.add((a, c))
+    drop = {u for key in coarse for u in own.get(key, []) if nodes[u] == {key[0]: key[1]}}
+    kept = [tuple(sorted(m.items())) for u, m in enumerate(nodes) if u not in drop and m]
+    return dataclasses.replace(res, unions=unions, node_members=kept)

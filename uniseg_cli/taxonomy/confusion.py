@@ -25,8 +25,10 @@ SCHEMA = "uniseg.confusion/1"
 def write_confusion(
     path: Path, hist: Sequence[Sequence[np.ndarray]], classes: dict[str, Sequence[str]], *, kind: str,
     run_id: str, split: dict | None = None, centroid_sums: Sequence[np.ndarray] | None = None,
+    generic_shares: Sequence[Sequence[np.ndarray]] | None = None,
 ) -> None:
-    """hist_<a>_<b> per ordered dataset pair; ``centroid_<a>`` (n_a, D): summed pixel embeddings per class."""
+    """hist_<a>_<b> per ordered dataset pair; ``centroid_<a>`` (n_a, D): summed pixel embeddings per class;
+    ``generic_<a>_<b>`` (n_a, n_b): the appearance evidence's label-transfer shares (evidence.py)."""
     import h5py
 
     names = list(classes)
@@ -34,6 +36,8 @@ def write_confusion(
         for a in range(len(names)):
             for b in range(len(names)):
                 f.create_dataset(f"hist_{a}_{b}", data=np.asarray(hist[a][b], dtype=np.float64))
+                if generic_shares is not None:
+                    f.create_dataset(f"generic_{a}_{b}", data=np.asarray(generic_shares[a][b], dtype=np.float64))
             if centroid_sums is not None:
                 f.create_dataset(f"centroid_{a}", data=np.asarray(centroid_sums[a], dtype=np.float64))
         f.attrs["schema"] = SCHEMA
@@ -155,3 +159,14 @@ def simulate_confusion(memberships: Sequence[np.ndarray], rng: np.random.Generat
             row.append((ma * mass[a][None, :]).astype(np.float64) @ pb)
         hist.append(row)
     return hist
+
+
+def read_generic_shares(path: Path) -> list[list[np.ndarray]] | None:
+    """The ``generic_<a>_<b>`` matrices of a confusion file, or None when it has none."""
+    import h5py
+
+    with h5py.File(Path(path), "r") as f:
+        names = json.loads(f.attrs["datasets"])
+        if "generic_0_0" not in f:
+            return None
+        return [[np.asarray(f[f"generic_{a}_{b}"][...], np.float64) for b in range(len(names))] for a in range(len(names))]

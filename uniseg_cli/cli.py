@@ -555,6 +555,17 @@ def estimate_nodes_cmd(
     max_new_nodes: Annotated[Optional[str], _en_opt("Candidates kept per cluster size 2,3,... [3500,4000,3000,1500,1000,500].", "--max-new-nodes")] = None,
     mip_time_limit_s: Annotated[Optional[float], _en_opt("Integer-program time limit in seconds [120].", "--mip-time-limit-s")] = None,
     min_centroid_cos: Annotated[Optional[float], _en_opt("A merged pair's mean pixel embeddings need this cosine, 0 = off [0].", "--min-centroid-cos")] = None,
+    generic_iters: Annotated[Optional[int], _en_opt("Train the appearance encoder (no labels) this long, 0 = off [0].", "--generic-iters")] = None,
+    generic_crop: Annotated[Optional[int], _en_opt("Its view size in pixels, a multiple of 4 [64].", "--generic-crop")] = None,
+    generic_knn: Annotated[Optional[int], _en_opt("Neighbours of the appearance label transfer [5].", "--generic-knn")] = None,
+    generic_spread: Annotated[Optional[float], _en_opt("A match lies within this many times a pixel's own label spread [1.5].", "--generic-spread")] = None,
+    generic_pixels_per_class: Annotated[Optional[int], _en_opt("Held-out pixels per label the transfer uses [1500].", "--generic-pixels-per-class")] = None,
+    generic_max_pixels: Annotated[Optional[int], _en_opt("... and at most this many per dataset [20000].", "--generic-max-pixels")] = None,
+    min_generic_share: Annotated[Optional[float], _en_opt("A merge or union part needs this appearance support, 0 = off [0].", "--min-generic-share")] = None,
+    unions: Annotated[Optional[bool], _en_opt("Link a coarse label to the finer labels it is the union of [no].", "--unions/--no-unions")] = None,
+    union_min_back: Annotated[Optional[float], _en_opt("Union part: the coarse head calls this share of its pixels the coarse label [0.5].", "--union-min-back")] = None,
+    union_min_part: Annotated[Optional[float], _en_opt("Union part: takes this share of the coarse label's pixels [0.005].", "--union-min-part")] = None,
+    union_cover: Annotated[Optional[float], _en_opt("Union: the parts take this share of the coarse label's pixels [0.8].", "--union-cover")] = None,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     dry_run: DryRunOpt = False,
@@ -562,6 +573,8 @@ def estimate_nodes_cmd(
 ) -> None:
     """Stage 1: train Multi-SegHead on every dataset, measure the held-out cross-dataset confusion,
     and cluster labels into N unified nodes (METHOD Appendix B, bug B2 fixed, exact integer program).
+    With --generic-iters, an appearance encoder trained on the images alone gates the merges
+    (--min-generic-share) and --unions links coarse labels to the finer labels they are made of.
 
     Reads the datasets (role train). Writes node-estimate/<run>/: estimate.json (N, merges per
     dataset pair), init_mapping.parquet (taxonomy schema), confusion.h5 and the stage-1 checkpoint
@@ -594,6 +607,9 @@ def estimate_nodes_cmd(
         holdout_fraction=holdout_fraction, confusion_max_images=confusion_max_images, eval_max_side=eval_max_side, tau=tau,
         pair_cost_threshold=pair_cost_threshold, extension_cost_threshold=extension_cost_threshold,
         merge_reward=merge_reward, max_new_nodes=max_new_nodes, mip_time_limit_s=mip_time_limit_s, min_centroid_cos=min_centroid_cos,
+        generic_iters=generic_iters, generic_crop=generic_crop, generic_knn=generic_knn, generic_spread=generic_spread,
+        generic_pixels_per_class=generic_pixels_per_class, generic_max_pixels=generic_max_pixels, min_generic_share=min_generic_share, unions=unions,
+        union_min_back=union_min_back, union_min_part=union_min_part, union_cover=union_cover,
     )
     extra = []
     if multihead is not None:

@@ -182,3 +182,37 @@ def test_two_process_confusion_equals_one_process(world, cli, tmp_path):
         for b in range(3):
             np.testing.assert_array_equal(h1[a][b], h2[a][b])
     assert doc["num_nodes"] == json.loads((one / "estimate.json").read_text())["num_nodes"]
+
+
+def test_appearance_evidence_is_trained_stored_and_gates_the_clustering(world, cli, tmp_path):
+    from uniseg_cli.taxonomy.confusion import read_generic_shares
+    from uniseg_cli.training import checkpoint as C
+
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--generic-iters", "6", "--generic-crop", "16",
+                         "--min-generic-share", "0.1", "--unions", "--json", "--artifacts", tmp_path / "a")
+    assert code == 0, err
+    art = Path(json.loads(out)["path"])
+    doc = json.loads((art / "estimate.json").read_text())
+    assert doc["clustering_params"]["min_generic_share"] == 0.1 and doc["clustering_params"]["unions"] is True
+    assert isinstance(doc["unions"], list) and doc["timings"]["appearance_s"] > 0
+    shares = read_generic_shares(art / "confusion.h5")
+    hist, classes, _ = read_confusion(art / "confusion.h5")
+    sizes = [len(classes[n]) for n in classes]
+    for a in range(3):
+        assert not shares[a][a].any()
+        for b in range(3):
+            assert shares[a][b].shape == (sizes[a], sizes[b])
+            assert (shares[a][b] >= 0).all() and (shares[a][b].sum(axis=1) <= 1 + 1e-9).all()
+    tensors, meta = C.read_checkpoint(art, "generic")
+    assert meta["kind"] == "uniseg.generic-encoder" and meta["train"]["iterations"] == 6 and tensors
+    # every merged pair the clustering made is one the images support
+    from uniseg_cli.taxonomy.evidence import pair_support
+
+    sup = pair_support(shares)
+    off = np.concatenate([[0], np.cumsum(sizes)])
+    for cl in doc["clusters"]:
+        idx = [off[list(classes).index(d)] + c for d, c, _ in cl["members"]]
+        assert all(sup[i, j] >= 0.1 for i in idx for j in idx if i != j), cl
+    # the parameter needs its evidence: a clear usage error, not a silent no-op
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--min-generic-share", "0.1", "--artifacts", tmp_path / "b")
+    assert code == 2 and "generic_iters" in err

@@ -43,6 +43,7 @@ ESTIMATE = "estimate.json"
 INIT_MAPPING = "init_mapping.parquet"
 CONFUSION = "confusion.h5"
 MULTIHEAD = "multihead"  # checkpoint stem: multihead.safetensors + multihead.json
+GENERIC = "generic"  # the appearance encoder (with generic_iters > 0): generic.safetensors + generic.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,18 @@ class Params:
     max_new_nodes: tuple[int, ...] = DEFAULT_MAX_NEW_NODES  # candidates kept per cluster size 2, 3, ...
     mip_time_limit_s: float = 120.0  # time limit of the integer program
     min_centroid_cos: float = 0.0  # a merged pair's labels must embed alike: cosine of mean pixel embeddings (0: off)
+    # ---- appearance evidence (taxonomy/evidence.py; off by default = the public code)
+    generic_iters: int = 0  # dense contrastive iterations of the generic pixel encoder on the training images (0: off)
+    generic_crop: int = 64  # its view size in pixels (a multiple of 4)
+    generic_knn: int = 5  # neighbours of the label transfer
+    generic_spread: float = 1.5  # a match lies within this many times the pixel's own label spread
+    generic_pixels_per_class: int = 1500  # held-out pixels per label the transfer uses (a random subset) ...
+    generic_max_pixels: int = 20000  # ... and at most this many per dataset (the transfer is quadratic in them)
+    min_generic_share: float = 0.0  # a merge (or union part) needs this appearance support both ways' max (0: off)
+    unions: bool = False  # link a coarse label to the nodes of the finer labels it is the union of
+    union_min_back: float = 0.5  # union part f: the coarse label's head calls >= this share of f's pixels c
+    union_min_part: float = 0.005  # ... and f's head calls >= this share of the coarse label's pixels f
+    union_cover: float = 0.8  # the parts together take >= this share of the coarse label's pixels
 
     def validate(self) -> None:
         if self.iters < 1 and not self.multihead:
@@ -104,13 +117,23 @@ class Params:
             raise ValueError("confusion_max_images, eval_max_side, checkpoint_every and workers must be >= 0")
         if any(w < 0 for w in self.loss_weights.values()):
             raise ValueError("loss_weights must be >= 0")
+        if self.generic_iters < 0 or self.generic_knn < 1 or self.generic_pixels_per_class < 1 or self.generic_max_pixels < 1:
+            raise ValueError("generic_iters must be >= 0; generic_knn, generic_pixels_per_class and generic_max_pixels >= 1")
+        if self.generic_spread <= 0:
+            raise ValueError(f"generic_spread must be > 0, got {self.generic_spread}")
+        if self.generic_crop % 4 or self.generic_crop < 16:
+            raise ValueError(f"generic_crop must be a multiple of 4 and >= 16, got {self.generic_crop}")
+        if self.min_generic_share > 0 and self.generic_iters == 0:
+            raise ValueError("min_generic_share needs the appearance evidence: set generic_iters > 0")
         self.cluster_params().validate()
 
     def cluster_params(self) -> ClusterParams:
         return ClusterParams(tau=self.tau, pair_cost_threshold=self.pair_cost_threshold,
                              extension_cost_threshold=self.extension_cost_threshold, merge_reward=self.merge_reward,
                              max_new_nodes=tuple(self.max_new_nodes), time_limit_s=self.mip_time_limit_s,
-                             min_centroid_cos=self.min_centroid_cos)
+                             min_centroid_cos=self.min_centroid_cos, min_generic_share=self.min_generic_share,
+                             unions=self.unions, union_min_back=self.union_min_back,
+                             union_min_part=self.union_min_part, union_cover=self.union_cover)
 
 
 def work_dir(ctx: StageContext) -> Path:
@@ -158,17 +181,34 @@ def run(ctx: StageContext) -> A.Artifact:
         if not dist.is_main:
             barrier()  # rank 0 publishes; the others return its artifact
             return A.load_artifact(ctx.out_dir(), kind=KIND)
+        generic = None
+        if p.generic_iters > 0:
+            t0 = time.perf_counter()
+            generic = stage1.appearance_evidence(p, data, dist.device, model.segmenter.config.to_dict(), work_dir(ctx))
+            timings["appearance_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         names = [d.name for d in data]
         sums = conf_info.pop("centroid_sums")
-        res = estimate_nodes(hist, names, p.cluster_params(), centroid_cos=stage1.centroid_cosines(sums))
+        support = None
+        if generic is not None:
+            from uniseg_cli.taxonomy.evidence import pair_support
+
+            support = pair_support(generic["shares"])
+        res = estimate_nodes(hist, names, p.cluster_params(), centroid_cos=stage1.centroid_cosines(sums),
+                             support=support)
         timings["clustering_s"] = time.perf_counter() - t0
         timings.update({f"clustering_{k}": v for k, v in res.timings.items()})
         classes = {d.name: list(d.classes) for d in data}
         with ctx.publish() as st:
             stage1.save_multihead(st.dir, MULTIHEAD, model, data, p, train_info)
             write_confusion(st.dir / CONFUSION, hist, classes, kind=KIND, run_id=st.run_id, split=conf_info,
-                            centroid_sums=sums)
+                            centroid_sums=sums, generic_shares=generic["shares"] if generic else None)
+            if generic is not None:
+                from uniseg_cli.training import checkpoint as C
+
+                C.write_checkpoint(st.dir, GENERIC, {f"segmenter.{k}": v for k, v in generic["segmenter"].state_dict().items()},
+                                   {"kind": "uniseg.generic-encoder", "segmenter": generic["segmenter"].config.to_dict(),
+                                    "train": generic["train"]})
             write_init_mapping(st.dir / INIT_MAPPING, res, classes, run_id=st.run_id)
             metrics = work_dir(ctx) / "metrics.jsonl"
             if metrics.exists():
@@ -228,6 +268,9 @@ def estimate_doc(res: ClusterResult, classes, p: Params, conf_info: dict, train_
         "datasets": {d: len(classes[d]) for d in res.datasets},
         "merges": res.merge_counts(),
         "clusters": clusters,
+        "unions": [{"label": [res.datasets[d], int(c), classes[res.datasets[d]][c]],
+                    "parts": [[res.datasets[b], int(f), classes[res.datasets[b]][f]] for b, f in u["parts"]],
+                    "cover": u["cover"]} for u in res.unions for d, c in [u["label"]]],
         "selection": {"objective": res.objective, "status": res.mip_status,
                       "candidates_per_size": {str(k): v for k, v in res.candidates_per_size.items()}},
         "clustering_params": dataclasses.asdict(p.cluster_params()),

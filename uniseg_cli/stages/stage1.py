@@ -107,7 +107,7 @@ def open_datasets(specs: Sequence[DatasetSpec], p) -> list[DatasetData]:
         if not ad.label_space.classes:
             raise DataError(f"dataset {spec.name} ({spec.root}) has no classes", hint="list them in its labels.yaml.")
         splits = ad.splits()
-        train_needed = not p.multihead or p.holdout_fraction > 0
+        train_needed = not p.multihead or p.holdout_fraction > 0 or getattr(p, "generic_iters", 0) > 0
         if train_needed and spec.train_split not in splits:
             raise DataError(f"dataset {spec.name} ({spec.root}) has no split {spec.train_split!r} "
                             f"(found: {', '.join(splits) or 'none'})",
@@ -374,3 +374,64 @@ def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dis
             "world_size": dist.world_size,
             "centroid_sums": centroids}
     return out, info
+
+
+# --------------------------------------------------------------------------------------------- appearance
+
+
+def appearance_evidence(p, data: Sequence[DatasetData], device: torch.device, segmenter_config: dict,
+                        work: Path | None = None) -> dict:
+    """Train the generic pixel encoder on the stage-1 training images, then measure the label transfer.
+
+    The encoder is cached in ``work`` (so a killed run that resumes does not train it again).
+
+    Returns:
+        {"segmenter": the encoder (eval mode), "train": {iterations, seconds, last_loss, ...},
+         "shares": share[a][b] (n_a, n_b) from :func:`uniseg_cli.taxonomy.evidence.transfer_shares`}.
+    """
+    from uniseg_cli.models import build_segmenter, segmenter_config_from_dict
+    from uniseg_cli.taxonomy import evidence as E
+    from uniseg_cli.training import checkpoint as C
+    from uniseg_cli.ui import progress
+
+    cfg = segmenter_config_from_dict(dict(segmenter_config, pretrained=False))
+    torch.manual_seed(p.seed)
+    enc = build_segmenter(cfg).to(device)
+    gp = E.GenericParams(iters=p.generic_iters, crop=p.generic_crop, seed=p.seed)
+    cached = work / "generic.json" if work is not None else None
+    if cached is not None and cached.is_file():
+        tensors, meta = C.read_checkpoint(work, "generic")
+        enc.load_state_dict({k[len("segmenter."):]: v for k, v in tensors.items()})
+        info = dict(meta.get("train", {}), resumed=True)
+    else:
+        items = [(d, s) for d in data for s in d.adapter.samples(STAGE1_SPLIT)]
+        if not items:
+            raise DataError("no stage-1 training images to train the appearance encoder on",
+                            hint="set generic_iters: 0, or give the datasets training images.")
+        with progress() as bar:
+            task = bar.add_task("appearance encoder", total=gp.iters)
+            info = E.train_generic_encoder(enc, lambda i: items[i][0].adapter.load(items[i][1])[0], len(items), gp,
+                                           device, on_step=lambda it, loss: bar.update(task, completed=it + 1))
+        if cached is not None:
+            C.write_checkpoint(work, "generic", {f"segmenter.{k}": v for k, v in enc.state_dict().items()},
+                               {"kind": "uniseg.generic-encoder", "train": info})
+    enc.eval()
+    rng = np.random.default_rng(p.seed)
+    feats, labels = [], []
+    with torch.no_grad():
+        for d in data:
+            cap = min(p.generic_pixels_per_class, max(20, p.generic_max_pixels // max(1, len(d.classes))))
+            fs, ys = [], []
+            for s in d.held_out:
+                img, lab = _eval_pair(d, s, p.eval_max_side)
+                f, y = E.sample_pixels(enc(img.to(device))[0], lab[0] if lab.ndim == 3 else lab, len(d.classes),
+                                       cap, rng)
+                fs.append(f)
+                ys.append(y)
+            f, y = np.concatenate(fs), np.concatenate(ys)
+            f, y = E.limit_per_class(f, y, cap, rng)
+            feats.append(f)
+            labels.append(y)
+    shares = E.transfer_shares(feats, labels, [len(d.classes) for d in data], k=p.generic_knn, spread=p.generic_spread)
+    info = dict(info, pixels={d.name: int(len(y)) for d, y in zip(data, labels)})
+    return {"segmenter": enc, "train": info, "shares": shares}

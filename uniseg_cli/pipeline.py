@@ -188,16 +188,16 @@ def load_pipeline(path: str | Path, *, check_roots: bool = True) -> Pipeline:
             err(("stages", name), f"stages.{name} must be a mapping of params")
             continue
         spec = S.get_stage(name)
-        ok = True
-        for k, v in sec.items():
+        _, full = coerce(spec.params_cls, sec, where=f"stages.{name}")
+        left = list(full)
+        for k, v in sec.items():  # point at the key's line when the key alone shows the problem
             _, errs = coerce(spec.params_cls, {k: v}, where=f"stages.{name}")
             for e in errs:
-                err(("stages", name, k), e)
-                ok = False
-        if ok:
-            _, errs = coerce(spec.params_cls, sec, where=f"stages.{name}")
-            for e in errs:
-                err(("stages", name), e)
+                if e in left:
+                    err(("stages", name, k), e)
+                    left.remove(e)
+        for e in left:  # problems of several keys together (one needs another)
+            err(("stages", name), e)
         sections[name] = sec
     for name in sections:
         for up in S.get_stage(name).needs:

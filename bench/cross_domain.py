@@ -38,7 +38,7 @@ SIGNALS = ("conf", "knn", "rand", "cent", "text")
 
 
 @torch.no_grad()
-def collect(model, data, max_side: int, seed: int = 0) -> dict:
+def collect(model, data, max_side: int, seed: int = 0, generic: str | None = None) -> dict:
     """Per dataset: stage-1 embedding, untrained-backbone embedding and label of every labelled held-out pixel
     at the embedding's resolution (1/4)."""
     from uniseg_cli.models import build_segmenter, segmenter_config_from_dict
@@ -46,6 +46,8 @@ def collect(model, data, max_side: int, seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     rand = build_segmenter(segmenter_config_from_dict(dict(model.segmenter.config.to_dict(), pretrained=False))).eval()
+    if generic:
+        rand.load_state_dict(torch.load(generic, map_location="cpu"))
     model.eval()
     out = {}
     for d in data:
@@ -129,6 +131,7 @@ def main(argv=None) -> int:
     ap.add_argument("--truth", default=None, help="default: <synth out>/truth.parquet of the pipeline")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--link", type=float, default=0.05, help="a signal 'links' a pair when both directions reach this")
+    ap.add_argument("--generic", default=None, help="a state dict for the 'rand' column's backbone (default: untrained)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
 
     hist, _, _ = read_confusion(est.path / "confusion.h5")
     rates = rates_from_confusion(hist)
-    pix = collect(model, data, max_side=1200)
+    pix = collect(model, data, max_side=1200, generic=args.generic)
     knn = knn_shares(pix, classes, "knn", args.k)
     rnd = knn_shares(pix, classes, "rand", args.k)
     cent = {}

@@ -10,7 +10,9 @@ On the same backbone and the same iteration budget ``B`` (training iterations of
   an upper bound of what names alone give), trained as a UniSegHead with that fixed mapping for
   ``B`` iterations;
 - **uniseg**: the pipeline (describe-labels -> embed-labels -> estimate-nodes -> train ->
-  export-taxonomy), its stage-1 + stage-2/3 iterations adding up to ``B``.
+  export-taxonomy), its stage-1 + stage-2/3 iterations adding up to ``B``. The demo's appearance
+  encoder (``generic_iters``, trained on the same images without labels) is not counted in ``B``:
+  it trains no segmentation, and plays the part an ImageNet-pretrained backbone plays in the paper.
 
 Reported per world (the default synthetic world and its ``--anonymize`` twin, where the label names
 are meaningless codes):

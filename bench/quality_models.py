@@ -89,8 +89,12 @@ def uniseg_pipeline(root: Path, datasets, budget: int) -> dict:
 
 
 def stage1_flags(iters: int) -> dict:
-    """estimate-nodes flags of a baseline model trained for ``iters`` iterations (demo settings otherwise)."""
-    return {**demo_sections().get("estimate-nodes", {}), "iters": iters}
+    """estimate-nodes flags of a baseline model trained for ``iters`` iterations (demo settings otherwise).
+
+    A baseline uses only the stage-1 model, so it skips the appearance encoder (it would not change the model)."""
+    flags = {**demo_sections().get("estimate-nodes", {}), "iters": iters}
+    flags.update(generic_iters=0, min_generic_share=0.0, unions=False)
+    return flags
 
 
 # --------------------------------------------------------------------------------------------- loaders

@@ -10,7 +10,8 @@ truth or that some signal links, five signals in both directions:
   embedding) mostly carry label y *and* lie closer than x's nearest pixels of another label of
   its own dataset (an out-of-distribution test: a pixel that b has nothing like counts for no label);
 - ``rand``: the same with the embedding of an untrained copy of the backbone (a generic feature the
-  label losses never shaped);
+  label losses never shaped), or with ``--generic artifact`` the node-estimate's appearance encoder
+  (estimate-nodes ``generic_iters``, trained on the images without labels);
 - ``cent``: the cosine of the two labels' mean embeddings (the ``min_centroid_cos`` gate);
 - ``text``: the cosine of the two labels' description features (a label-features artifact).
 
@@ -46,8 +47,14 @@ def collect(model, data, max_side: int, seed: int = 0, generic: str | None = Non
 
     torch.manual_seed(seed)
     rand = build_segmenter(segmenter_config_from_dict(dict(model.segmenter.config.to_dict(), pretrained=False))).eval()
-    if generic:
-        rand.load_state_dict(torch.load(generic, map_location="cpu"))
+    if generic:  # a node-estimate artifact holding generic.json (estimate-nodes --generic-iters), or a state dict
+        from uniseg_cli.training import checkpoint as C
+
+        if Path(generic, "generic.json").is_file():
+            tensors, _ = C.read_checkpoint(generic, "generic")
+            rand.load_state_dict({k[len("segmenter."):]: v for k, v in tensors.items()})
+        else:
+            rand.load_state_dict(torch.load(generic, map_location="cpu"))
     model.eval()
     out = {}
     for d in data:
@@ -131,7 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--truth", default=None, help="default: <synth out>/truth.parquet of the pipeline")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--link", type=float, default=0.05, help="a signal 'links' a pair when both directions reach this")
-    ap.add_argument("--generic", default=None, help="a state dict for the 'rand' column's backbone (default: untrained)")
+    ap.add_argument("--generic", default=None,
+                    help="the 'rand' column's backbone: a state dict, or 'artifact' for the node-estimate's appearance "
+                         "encoder (default: untrained)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -154,7 +163,8 @@ def main(argv=None) -> int:
 
     hist, _, _ = read_confusion(est.path / "confusion.h5")
     rates = rates_from_confusion(hist)
-    pix = collect(model, data, max_side=1200, generic=args.generic)
+    generic = str(est.path) if args.generic == "artifact" else args.generic
+    pix = collect(model, data, max_side=1200, generic=generic)
     knn = knn_shares(pix, classes, "knn", args.k)
     rnd = knn_shares(pix, classes, "rand", args.k)
     cent = {}

@@ -8,7 +8,8 @@ truth or that some signal links, five signals in both directions:
   what Appendix B and the public code use;
 - ``knn``: the share of x's held-out pixels whose k nearest pixels of dataset b (in the stage-1
   embedding) mostly carry label y *and* lie closer than x's nearest pixels of another label of
-  its own dataset (an out-of-distribution test: a pixel that b has nothing like counts for no label);
+  its own dataset and within ``--spread`` times its own label's spread (an out-of-distribution
+  test: a pixel that b has nothing like counts for no label; estimate-nodes' transfer, evidence.py);
 - ``rand``: the same with the embedding of an untrained copy of the backbone (a generic feature the
   label losses never shaped), or with ``--generic artifact`` the node-estimate's appearance encoder
   (estimate-nodes ``generic_iters``, trained on the images without labels);
@@ -16,7 +17,8 @@ truth or that some signal links, five signals in both directions:
 - ``text``: the cosine of the two labels' description features (a label-features artifact).
 
 and, per signal, the best accuracy any single threshold reaches at separating the true from the
-false pairs (1.0 = the signal alone decides every relation of this world).
+false pairs, on the pair's weaker and on its stronger direction (1.0 = the signal alone decides
+every relation of this world; estimate-nodes' gate reads the stronger direction).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/cross_domain.py [--pipeline pipeline.yaml]
         [--node-estimate DIR] [--features DIR] [--truth data/synth/truth.parquet] [--k 5] [--json]
@@ -73,42 +75,14 @@ def collect(model, data, max_side: int, seed: int = 0, generic: str | None = Non
     return out
 
 
-def _sqdist(q: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum((q * q).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * q @ b.T, 0.0)
+def knn_shares(pix: dict, classes: dict, feature: str, k: int, spread: float) -> dict:
+    """share[(a, b)][x, y] from :func:`uniseg_cli.taxonomy.evidence.transfer_shares` on one feature."""
+    from uniseg_cli.taxonomy.evidence import transfer_shares
 
-
-def _knn_mean(d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    k = min(k, d2.shape[1] - 1) if d2.shape[1] > 1 else 1
-    idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
-    return np.sqrt(np.take_along_axis(d2, idx, 1)).mean(1), idx
-
-
-def knn_shares(pix: dict, classes: dict, feature: str, k: int) -> dict:
-    """share[(a, b)][x, y]: x's pixels of dataset a that b's pixels call y and that are in b's distribution."""
     names = list(pix)
-    margin = {}
-    for a in names:
-        f, y = pix[a][feature], pix[a]["label"]
-        d2 = _sqdist(f, f)
-        d2[y[:, None] == y[None, :]] = np.inf  # distance to the nearest pixels of *another* label of a
-        margin[a], _ = _knn_mean(d2, k)
-    out = {}
-    for a in names:
-        for b in names:
-            if a == b:
-                continue
-            dist, idx = _knn_mean(_sqdist(pix[a][feature], pix[b][feature]), k)
-            nb = len(classes[b])
-            votes = pix[b]["label"][idx]
-            major = np.array([np.bincount(v, minlength=nb).argmax() for v in votes])
-            inside = dist < margin[a]
-            share = np.zeros((len(classes[a]), nb))
-            for x in range(len(classes[a])):
-                m = pix[a]["label"] == x
-                if m.any():
-                    share[x] = np.bincount(major[m & inside], minlength=nb) / m.sum()
-            out[(a, b)] = share
-    return out
+    sh = transfer_shares([pix[n][feature] for n in names], [pix[n]["label"] for n in names],
+                         [len(classes[n]) for n in names], k=k, spread=spread)
+    return {(a, b): sh[i][j] for i, a in enumerate(names) for j, b in enumerate(names) if i != j}
 
 
 def best_split(values: list[float], truth: list[bool]) -> float:
@@ -137,6 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--features", default=None)
     ap.add_argument("--truth", default=None, help="default: <synth out>/truth.parquet of the pipeline")
     ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--spread", type=float, default=1.5, help="the transfer's class-spread limit (estimate-nodes generic_spread)")
     ap.add_argument("--link", type=float, default=0.05, help="a signal 'links' a pair when both directions reach this")
     ap.add_argument("--generic", default=None,
                     help="the 'rand' column's backbone: a state dict, or 'artifact' for the node-estimate's appearance "
@@ -165,8 +140,8 @@ def main(argv=None) -> int:
     rates = rates_from_confusion(hist)
     generic = str(est.path) if args.generic == "artifact" else args.generic
     pix = collect(model, data, max_side=1200, generic=generic)
-    knn = knn_shares(pix, classes, "knn", args.k)
-    rnd = knn_shares(pix, classes, "rand", args.k)
+    knn = knn_shares(pix, classes, "knn", args.k, args.spread)
+    rnd = knn_shares(pix, classes, "rand", args.k, args.spread)
     cent = {}
     for a in names:
         for x in range(len(classes[a])):
@@ -202,9 +177,9 @@ def main(argv=None) -> int:
                     if true or linked:
                         rows.append({"a": f"{a}:{xn}", "b": f"{b}:{yn}", "true": true,
                                      **{s: [round(float(v), 3) for v in sig[s]] for s in SIGNALS}})
-    # one number per signal: the pair's weaker direction (cos signals are symmetric)
-    sep = {s: round(best_split([min(r[s]) for r in rows], [r["true"] for r in rows]), 3)
-           for s in SIGNALS if not np.isnan(min(rows[0][s]))} if rows else {}
+    # one number per signal and direction rule: the pair's weaker / stronger direction (cos signals are symmetric)
+    sep = {f"{s} {rule.__name__}": round(best_split([rule(r[s]) for r in rows], [r["true"] for r in rows]), 3)
+           for s in SIGNALS for rule in (min, max) if not np.isnan(min(rows[0][s]))} if rows else {}
     if args.json:
         print(json.dumps({"node_estimate": str(est.path), "truth": str(truth_path), "pairs": rows,
                           "best_threshold_accuracy": sep}, indent=1))
@@ -218,7 +193,7 @@ def main(argv=None) -> int:
             u, v = r[s]
             cells.append(f"{u:>11.2f}" if s in ("cent", "text") else f"{u:>5.2f}/{v:<5.2f}")
         print(f"{r['a'] + ' ~ ' + r['b']:<{w}} {'yes' if r['true'] else 'no':>5}  " + "  ".join(cells))
-    print("\nbest accuracy of one threshold on the weaker direction, true vs false pairs:")
+    print("\nbest accuracy of one threshold on the weaker (min) / stronger (max) direction, true vs false pairs:")
     print("  " + "  ".join(f"{s} {v:.3f}" for s, v in sep.items()))
     return 0
 

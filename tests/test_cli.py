@@ -93,3 +93,29 @@ def test_inspect_prints_lineage_and_verifies(cli, tmp_path):
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "uniseg_cli", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "inspect" in r.stdout
+
+
+def test_ctrl_c_exits_130_with_a_message_and_publishes_nothing(tmp_path):
+    import os
+    import signal
+    import time
+
+    from uniseg_cli.data.synthetic import make_world
+
+    make_world(tmp_path / "w", seed=0, preset="tiny")
+    args = [sys.executable, "-m", "uniseg_cli", "estimate-nodes", "--iters", "100000", "--crop-size", "32",
+            "--artifacts", str(tmp_path / "a")]
+    for n in ("citydrive", "vistadrive"):
+        args += ["--dataset", str(tmp_path / "w" / n)]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "UNISEG_NO_PROGRESS": "1"})
+    work = tmp_path / "a" / "node-estimate"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work.is_dir() and any(work.glob(".work-*"))):
+        time.sleep(0.2)  # training has started once its work folder exists
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Interrupted" in err and "Traceback" not in err
+    assert [d.name for d in work.iterdir() if not d.name.startswith(".")] == []  # nothing published

@@ -1016,7 +1016,12 @@ def main(argv: list[str] | None = None) -> None:
 
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        # typer (not standalone) turns Ctrl-C into a returned 130 and any Exit into its returned code
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UnisegError as e:
         if debug:
             import traceback

@@ -204,11 +204,7 @@ def run(ctx: StageContext) -> A.Artifact:
             write_confusion(st.dir / CONFUSION, hist, classes, kind=KIND, run_id=st.run_id, split=conf_info,
                             centroid_sums=sums, generic_shares=generic["shares"] if generic else None)
             if generic is not None:
-                from uniseg_cli.training import checkpoint as C
-
-                C.write_checkpoint(st.dir, GENERIC, {f"segmenter.{k}": v for k, v in generic["segmenter"].state_dict().items()},
-                                   {"kind": "uniseg.generic-encoder", "segmenter": generic["segmenter"].config.to_dict(),
-                                    "train": generic["train"]})
+                stage1.save_generic_encoder(st.dir, GENERIC, generic["segmenter"], generic["train"])
             write_init_mapping(st.dir / INIT_MAPPING, res, classes, run_id=st.run_id)
             metrics = work_dir(ctx) / "metrics.jsonl"
             if metrics.exists():

@@ -379,6 +379,14 @@ def cross_confusion(model: "MultiHeadModel", data: Sequence[DatasetData], p, dis
 # --------------------------------------------------------------------------------------------- appearance
 
 
+def save_generic_encoder(directory: Path, stem: str, enc: nn.Module, train_info: dict) -> Path:
+    """``<stem>.safetensors`` (tensors ``segmenter.*``) + ``<stem>.json`` (kind, segmenter config, training figures)."""
+    from uniseg_cli.training import checkpoint as C
+
+    return C.write_checkpoint(directory, stem, {f"segmenter.{k}": v for k, v in enc.state_dict().items()},
+                              {"kind": "uniseg.generic-encoder", "segmenter": enc.config.to_dict(), "train": train_info})
+
+
 def appearance_evidence(p, data: Sequence[DatasetData], device: torch.device, segmenter_config: dict,
                         work: Path | None = None) -> dict:
     """Train the generic pixel encoder on the stage-1 training images, then measure the label transfer.
@@ -413,8 +421,7 @@ def appearance_evidence(p, data: Sequence[DatasetData], device: torch.device, se
             info = E.train_generic_encoder(enc, lambda i: items[i][0].adapter.load(items[i][1])[0], len(items), gp,
                                            device, on_step=lambda it, loss: bar.update(task, completed=it + 1))
         if cached is not None:
-            C.write_checkpoint(work, "generic", {f"segmenter.{k}": v for k, v in enc.state_dict().items()},
-                               {"kind": "uniseg.generic-encoder", "train": info})
+            save_generic_encoder(work, "generic", enc, info)
     enc.eval()
     rng = np.random.default_rng(p.seed)
     feats, labels = [], []

@@ -15,11 +15,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from uniseg_cli.data.base import DatasetAdapter
 from uniseg_cli.data.loader import iter_eval
 from uniseg_cli.taxonomy.unseen import evaluate_unseen, miou_from_confusion, unseen_hist
+from uniseg_cli.training.unify import full_res_logits
 
 
 class SpaceModel:
@@ -50,16 +50,15 @@ def space_hists(model: SpaceModel, adapter: DatasetAdapter, split: str, spaces: 
     spaces = list(spaces or model.spaces)
     n_t = adapter.label_space.num_classes
     hists = {s: np.zeros((n_t, model.spaces[s]), dtype=np.int64) for s in spaces}
+    sizes = [model.spaces[s] for s in spaces]
+    fns = [model.heads[s][1] for s in spaces]
     for batch in iter_eval(adapter, split, limit=limit):
-        img, lab = batch["image"], batch["label"][0]
-        h, w = img.shape[-2:]
-        ph, pw = (-h) % 32, (-w) % 32
-        if ph or pw:  # the backbone's strides want multiples of 32; crop back after upsampling
-            img = F.pad(img, (0, pw, 0, ph), mode="replicate")
-        out = model.logits(img)
-        for s in spaces:
-            lg = F.interpolate(out[s].float(), size=img.shape[-2:], mode="bilinear", align_corners=False)
-            pred = lg[0, :, :h, :w].argmax(dim=0).cpu().numpy()
+        img, lab = batch["image"].to(model.device), batch["label"][0]
+        # the library's own evaluation path (pad to 32, embed once, upsample as in training, crop back), so
+        # the bench scores every method exactly as `uniseg evaluate` does
+        logits = full_res_logits(model.embed, lambda e: torch.cat([f(e) for f in fns], 1), img)
+        for s, lg in zip(spaces, torch.split(logits, sizes, dim=1)):
+            pred = lg[0].argmax(dim=0).cpu().numpy()
             unseen_hist(lab.numpy(), pred, n_t, model.spaces[s], ignore_index=-1, out=hists[s])
     return hists
 

@@ -1,4 +1,4 @@
-"""Heads: UniSegHead semantics (identity = plain classifier, dataset logit = sum), mixed batches."""
+"""Heads: UniSegHead semantics (identity = plain classifier, dataset logit = sum or logsumexp), mixed batches."""
 import numpy as np
 import pytest
 import torch
@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from uniseg_cli.errors import UsageError
 from uniseg_cli.models import MultiSegHead, SingleHead, UniSegHead, split_by_dataset, upsample_logits
+from uniseg_cli.models.heads import label_logits
 
 
 def emb_batch(b=3, d=8, h=5, w=6, seed=0):
@@ -37,7 +38,72 @@ def test_dataset_logit_is_the_sum_of_its_mapped_unified_logits():
     for c in range(4):
         expected = sum(z[:, u] for u in range(N) if m[c, u])
         torch.testing.assert_close(s[:, c], expected, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(UniSegHead.map_logits(z, head.mapping(0)), s, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(head.map_logits(z, head.mapping(0)), s, rtol=1e-5, atol=1e-6)
+
+
+def _partition(seed=0, n_labels=4, n_nodes=9):
+    rng = np.random.default_rng(seed)
+    m = np.zeros((n_labels, n_nodes), dtype=bool)
+    m[np.arange(n_nodes) % n_labels, np.arange(n_nodes)] = True  # every label has 2-3 nodes
+    return m[:, rng.permutation(n_nodes)]
+
+
+def test_logsumexp_label_probability_is_the_sum_of_its_nodes_probabilities():
+    m = _partition()
+    head = UniSegHead(9, 8, [m], label_logits="logsumexp")
+    emb = emb_batch(d=8)
+    with torch.no_grad():
+        head.prototypes.mul_(200.0)  # logits of tens: the softmax is peaked
+    z = head.unified_logits(emb)
+    p_label = torch.softmax(head.dataset_logits(emb, 0), dim=1)
+    p_node = torch.softmax(z, dim=1)
+    expected = torch.einsum("bnhw,kn->bkhw", p_node, torch.as_tensor(m, dtype=torch.float32))
+    torch.testing.assert_close(p_label, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(head.map_logits(z, head.mapping(0)), head.dataset_logits(emb, 0))
+
+
+def test_logsumexp_equals_sum_for_one_node_per_label():
+    m = torch.as_tensor(np.eye(4, 6, dtype=bool))
+    z = torch.randn(2, 6, 3, 5) * 10
+    torch.testing.assert_close(label_logits(z, m, "logsumexp"), label_logits(z, m))
+    # far apart: a label more than ~69 below the best one is floored there, the ranking never changes
+    z = torch.randn(2, 6, 3, 5) * 100
+    lse, plain = label_logits(z, m, "logsumexp"), label_logits(z, m)
+    near = plain >= plain.amax(dim=1, keepdim=True) - 60
+    torch.testing.assert_close(lse[near], plain[near])
+    assert bool((lse[~near] >= plain[~near]).all()) and torch.equal(lse.argmax(dim=1), plain.argmax(dim=1))
+
+
+def test_logsumexp_is_stable_and_a_label_without_nodes_never_wins():
+    m = torch.zeros(3, 5)
+    m[0, 0] = m[0, 1] = m[1, 2] = 1.0  # label 2 has no node; node 3 and 4 belong to no label
+    z = torch.zeros(1, 5, 2, 2)
+    z[:, 0], z[:, 1], z[:, 2], z[:, 3] = -5000.0, -4999.0, -4998.0, 1e6  # huge unmapped node, far-negative mapped ones
+    s = label_logits(z, m, "logsumexp")
+    assert torch.isfinite(s).all()
+    torch.testing.assert_close(s[0, 0], torch.full((2, 2), -4999.0 + float(np.log1p(np.exp(-1.0)))))
+    torch.testing.assert_close(s[0, 1], torch.full((2, 2), -4998.0))
+    assert bool((s[0, 2] < s[0, 0] - 50).all())
+
+
+def test_logsumexp_gives_a_union_labels_gradient_to_the_part_that_explains_it():
+    # a coarse label (nodes 0, 1): with sum both nodes are pushed up equally; with logsumexp the one that
+    # already explains the pixel takes the push, so the part a finer dataset trains stays itself
+    m = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    grads = {}
+    for mode in ("sum", "logsumexp"):
+        z = torch.tensor([4.0, -4.0, 0.0]).view(1, 3, 1, 1).requires_grad_(True)
+        F.cross_entropy(label_logits(z, m, mode), torch.zeros(1, 1, 1, dtype=torch.long)).backward()
+        grads[mode] = -z.grad.view(3)
+    assert grads["sum"][0] == pytest.approx(grads["sum"][1])
+    assert grads["logsumexp"][0] > 100 * grads["logsumexp"][1] > 0
+
+
+def test_unknown_label_logits_is_a_usage_error():
+    with pytest.raises(UsageError, match="label_logits 'max'"):
+        UniSegHead(3, 4, [np.eye(3, dtype=bool)], label_logits="max")
+    with pytest.raises(UsageError, match="sum or logsumexp|sum, logsumexp"):
+        label_logits(torch.zeros(1, 3, 1, 1), torch.eye(3), "mean")
 
 
 def test_mixed_batch_gives_per_dataset_groups():

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from uniseg_cli.models import (DatasetLogits, UniSegHead, blend_ratio, blended_ce, multi_dataset_ce, ohem_ce,
-                               orthogonality_loss)
+from uniseg_cli.models import DatasetLogits, blend_ratio, blended_ce, multi_dataset_ce, ohem_ce, orthogonality_loss
+from uniseg_cli.models.heads import label_logits
 
 
 def test_ohem_keeps_pixels_above_the_threshold():
@@ -69,8 +69,8 @@ def test_blended_ce_interpolates_and_reaches_the_adjacency():
     soft = torch.softmax(adj / 0.07, dim=0)
     hard = torch.as_tensor(np.eye(3, 5, dtype=bool))
     y = torch.randint(0, 3, (2, 4, 4))
-    ce_hard = ohem_ce(UniSegHead.map_logits(z, hard), y)
-    ce_soft = ohem_ce(UniSegHead.map_logits(z, soft), y)
+    ce_hard = ohem_ce(label_logits(z, hard), y)
+    ce_soft = ohem_ce(label_logits(z, soft), y)
     torch.testing.assert_close(blended_ce(z, soft, hard, 1.0, y), ce_hard)
     torch.testing.assert_close(blended_ce(z, soft, hard, 0.0, y), ce_soft)
     mixed = blended_ce(z, soft, hard, 0.25, y)

@@ -139,7 +139,7 @@ def test_palette_is_distinct_beyond_256():
     assert p.shape == (600, 3) and len({tuple(c) for c in p}) == 600
 
 
-def _tiny_training_artifact(root):
+def _tiny_training_artifact(root, label_logits="sum"):
     """A real training artifact: a tiny segmenter + UniSegHead written by the train stage's model writer."""
     from uniseg_cli import artifacts as A
     from uniseg_cli.models import SegmenterConfig, UniSegHead, build_segmenter
@@ -148,8 +148,10 @@ def _tiny_training_artifact(root):
     torch.manual_seed(0)
     tax = _tax()
     seg = build_segmenter(SegmenterConfig(backbone="tiny", embed_dim=8))
-    head = UniSegHead(5, 8, [tax.mapping("city"), tax.mapping("mall")])
-    with A.publish(root, "training", {"test": "predict"}, []) as st:
+    head = UniSegHead(5, 8, [tax.mapping("city"), tax.mapping("mall")], label_logits=label_logits)
+    with torch.no_grad():
+        head.prototypes.mul_(100.0)  # peaked logits, so sum and logsumexp rank a union label differently
+    with A.publish(root, "training", {"test": "predict", "label_logits": label_logits}, []) as st:
         save_unified_model(st.dir, seg.eval(), head, {d: list(c) for d, c in tax.datasets.items()}, run_id=st.run_id)
     return st.artifact
 
@@ -178,6 +180,37 @@ def test_predict_cli_with_a_tiny_trained_model(tmp_path, cli, _artifacts_root):
     assert code == 4 and "--force" in err
     code, stdout, _ = cli("predict", paths[0], "--out", tmp_path / "u", "--force")
     assert code == 0 and stdout.strip().endswith("u")
+
+
+def test_a_logsumexp_model_predicts_its_labels_as_it_was_trained(tmp_path, _artifacts_root):
+    from uniseg_cli.errors import ArtifactError
+    from uniseg_cli.models.heads import label_logits
+    from uniseg_cli.stages.predict import load_predictor
+    from uniseg_cli.training.model_io import load_unified_model
+
+    art = _tiny_training_artifact(_artifacts_root, label_logits="logsumexp")
+    model = load_unified_model(art.path)
+    assert model.head.label_logits == "logsumexp"
+    pred = load_predictor(art.path, device="cpu")
+    assert pred.label_logits == "logsumexp"
+    paths = _write_images(tmp_path / "in", [(32, 32)])
+    res = run_predict(pred, collect_images(paths), tmp_path / "out", PredictParams(space="city", overlay=False))
+    lab = np.asarray(Image.open(res["images"][0]["label"]))
+    img = torch.as_tensor(np.array(Image.open(paths[0])), dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
+    mean, std = torch.tensor(pred.mean).view(1, 3, 1, 1), torch.tensor(pred.std).view(1, 3, 1, 1)
+    from uniseg_cli.training.unify import full_res_logits
+
+    with torch.no_grad():
+        z = full_res_logits(model.segmenter, model.head.unified_logits, (img - mean) / std)
+    expected = label_logits(z, model.head.mapping(0), "logsumexp").argmax(dim=1)[0].numpy()
+    summed = label_logits(z, model.head.mapping(0), "sum").argmax(dim=1)[0].numpy()
+    assert (lab == expected).mean() > 0.99 and (expected != summed).any()
+    # an unknown value in model.json is a damaged artifact, named
+    meta = json.loads((art.path / "model.json").read_text())
+    meta["model"]["label_logits"] = "max"
+    (art.path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="label_logits 'max'"):
+        load_unified_model(art.path)
 
 
 def test_unknown_space_is_refused_before_the_model_loads(tmp_path, cli, _artifacts_root, monkeypatch):

@@ -199,3 +199,28 @@ def test_inputs_that_do_not_fit_the_datasets_are_refused(tiny, tmp_path):
     # no stage-1 checkpoint next to it
     with pytest.raises(ArtifactError, match="multihead"):
         read_stage1_segmenter(st.artifact)
+
+
+def test_logsumexp_label_logits_train_and_travel_with_the_model(tiny, tmp_path):
+    import torch
+
+    from uniseg_cli.models.heads import label_logits
+    from uniseg_cli.stages import execute
+    from uniseg_cli.stages.train import Params
+    from uniseg_cli.training.model_io import load_unified_model
+
+    base, specs = tiny
+    root = tmp_path / "artifacts"
+    feat, est = _upstream(root, specs)
+    art, ran = execute(context(root, specs, tiny_params(label_logits="logsumexp"), feat, est))
+    assert ran
+    meta = json.loads((art.path / "model.json").read_text())
+    assert meta["model"]["label_logits"] == "logsumexp" and meta["config"]["label_logits"] == "logsumexp"
+    model = load_unified_model(art.path)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        z = model.unified_logits(x)
+        for d in range(len(model.datasets)):
+            torch.testing.assert_close(model.dataset_logits(x, d), label_logits(z, model.head.mapping(d), "logsumexp"))
+    with pytest.raises(ValueError, match="label_logits must be sum or logsumexp"):
+        Params(label_logits="max").validate()

@@ -45,6 +45,43 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int], align_corners: bo
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
+#: How a dataset label's logit is formed from the logits of the unified nodes mapped to it.
+LABEL_LOGITS = ("sum", "logsumexp")
+
+
+def label_logits(z: torch.Tensor, mapping: torch.Tensor, mode: str = "sum") -> torch.Tensor:
+    """Dataset logits from unified logits through a mapping; the node axis is the third from the end.
+
+    - ``sum`` (paper Eq. 4–5, the public code): ``s_c = Σ_u M[c, u]·z_u``. A coarse label mapped to
+      several nodes asks *every* one of them to be high on its pixels.
+    - ``logsumexp``: ``s_c = log Σ_u M[c, u]·exp(z_u)``, so ``softmax(s)_c`` is the summed probability of
+      c's nodes: a coarse label's pixel is explained by *any* of its parts. With a 0/1 mapping and a
+      label mapped to one node this equals ``sum``. Computed in float32 with one shift (the best mapped
+      node), so a label whose nodes all lie more than ~69 below it is floored there (its probability is
+      below 1e-30 either way; the ranking of labels is unchanged). A label with no node gets that floor.
+
+    Args:
+        z: (..., N, h, w) unified logits.
+        mapping: (n_d, N) 0/1 (or soft, non-negative) weights.
+        mode: one of :data:`LABEL_LOGITS`.
+
+    Returns:
+        (..., n_d, h, w); float32 for ``logsumexp``.
+    """
+    if mode == "sum":
+        return torch.einsum("...nhw,kn->...khw", z, mapping.to(device=z.device, dtype=z.dtype))
+    if mode != "logsumexp":
+        raise UsageError(f"label_logits {mode!r}: unknown (expected one of {', '.join(LABEL_LOGITS)})",
+                         hint="use sum (the paper) or logsumexp (a label's probability is the sum of its nodes')")
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        m = mapping.to(device=z.device, dtype=torch.float32)
+        zf = z.float()
+        used = m.sum(dim=0) > 0  # shift by the largest *mapped* node, so no other node's scale can underflow them
+        top = zf[..., used, :, :].amax(dim=-3, keepdim=True) if bool(used.any()) else zf.new_zeros(())
+        e = torch.einsum("...nhw,kn->...khw", torch.exp((zf - top).clamp_max(80.0)), m)
+        return torch.log(e.clamp_min(1e-30)) + top
+
+
 def _project(emb: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(B, D, h, w) · (K, D)ᵀ → (B, K, h, w)."""
     return torch.einsum("bdhw,kd->bkhw", emb, weights.to(emb.dtype))
@@ -97,10 +134,11 @@ class UniSegHead(nn.Module):
     """Unified prototypes with fixed boolean label mappings (METHOD §6, paper Eq. 4–5).
 
     ``z = emb · Pᵀ`` are the unified logits (no temperature, no bias; P is unnormalised, its norm acts
-    as the temperature). The logit of label c of dataset d is the sum of the unified logits of the
-    nodes mapped to c: ``s_c = Σ_u M_d[c, u] · z_u``. By linearity
+    as the temperature). With ``label_logits="sum"`` (the paper) the logit of label c of dataset d is
+    the sum of the unified logits of the nodes mapped to c: ``s_c = Σ_u M_d[c, u] · z_u``. By linearity
     ``M_d · (emb · Pᵀ) = emb · (M_d P)ᵀ``, so :meth:`forward` projects onto the n_d summed
     prototypes ``M_d P`` and costs the same as a Multi-SegHead (never materialising the N-channel z).
+    With ``"logsumexp"`` a label's probability is the sum of its nodes' (:func:`label_logits`).
 
     Args:
         num_nodes: N.
@@ -108,6 +146,7 @@ class UniSegHead(nn.Module):
         mappings: one (n_d, N) 0/1 matrix per dataset (bool arrays or tensors), or None with
             ``num_classes`` given (all-zero mappings, e.g. before ``load_state_dict``).
         num_classes: n_d per dataset when ``mappings`` is None.
+        label_logits: ``sum`` or ``logsumexp`` (:func:`label_logits`).
 
     Shapes:
         - prototypes: (N, D) parameter, trunc_normal(0.02); replace with :meth:`set_prototypes`.
@@ -117,8 +156,12 @@ class UniSegHead(nn.Module):
     """
 
     def __init__(self, num_nodes: int, embed_dim: int, mappings: Sequence | None = None,
-                 num_classes: Sequence[int] | None = None):
+                 num_classes: Sequence[int] | None = None, label_logits: str = "sum"):
         super().__init__()
+        if label_logits not in LABEL_LOGITS:
+            raise UsageError(f"label_logits {label_logits!r}: unknown (expected one of {', '.join(LABEL_LOGITS)})",
+                             hint="use sum (the paper) or logsumexp")
+        self.label_logits = label_logits
         if mappings is None and num_classes is None:
             raise UsageError("UniSegHead needs the mappings or the number of classes per dataset",
                              hint="pass mappings=[bool (n_d, N), ...] or num_classes=[n_1, ...]")
@@ -165,16 +208,17 @@ class UniSegHead(nn.Module):
         """z = emb · Pᵀ, (B, N, h, w); ``prototypes`` overrides P (the GNN's live output)."""
         return _project(emb, self.prototypes if prototypes is None else prototypes)
 
-    @staticmethod
-    def map_logits(z: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+    def map_logits(self, z: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
         """Dataset logits from unified logits: (B, N, h, w), (n_d, N) → (B, n_d, h, w)."""
-        return torch.einsum("bnhw,kn->bkhw", z, mapping.to(z.dtype))
+        return label_logits(z, mapping, self.label_logits)
 
     def dataset_logits(self, emb: torch.Tensor, d: int, prototypes: torch.Tensor | None = None,
                        mapping: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of dataset d, (B, n_d, h, w); ``mapping`` overrides M_d (e.g. the soft S_d)."""
         p = self.prototypes if prototypes is None else prototypes
         m = self.mapping(d) if mapping is None else mapping
+        if self.label_logits != "sum":
+            return self.map_logits(_project(emb, p), m)
         return _project(emb, m.to(p.dtype) @ p)
 
     def forward(self, emb: torch.Tensor, dataset_idx: torch.Tensor,

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from uniseg_cli.models.heads import DatasetLogits, UniSegHead, upsample_logits
+from uniseg_cli.models.heads import DatasetLogits, label_logits, upsample_logits
 
 IGNORE_INDEX = -1
 OHEM_THRESH = 0.7
@@ -105,8 +105,8 @@ def blended_ce(z: torch.Tensor, soft: torch.Tensor, hard: torch.Tensor, r: float
     """
     loss = None
     if r > 0:
-        loss = r * ohem_ce(UniSegHead.map_logits(z, hard), target, **ohem_kwargs)
+        loss = r * ohem_ce(label_logits(z, hard), target, **ohem_kwargs)
     if r < 1:
-        soft_loss = (1.0 - r) * ohem_ce(UniSegHead.map_logits(z, soft), target, **ohem_kwargs)
+        soft_loss = (1.0 - r) * ohem_ce(label_logits(z, soft), target, **ohem_kwargs)
         loss = soft_loss if loss is None else loss + soft_loss
     return loss

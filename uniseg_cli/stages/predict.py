@@ -178,8 +178,8 @@ def predict_logits(
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(hh, ww) > max(ph, pw) else "replicate")
         with torch.inference_mode():
             y = forward(x).float()
-            if y.shape[-2:] != x.shape[-2:]:
-                y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            if y.shape[-2:] != x.shape[-2:]:  # as in training and `uniseg evaluate`: align_corners=True
+                y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=True)
             y = y[..., :hh, :ww]
         for (key, (y0, y1, x0, x1), _), logit in zip(queue, y):
             st = state[key]
@@ -210,12 +210,15 @@ def predict_logits(
     yield from flush()
 
 
-def dataset_logits(unified: "torch.Tensor", mapping: np.ndarray) -> "torch.Tensor":  # noqa: F821
-    """``M_d · z``: dataset logits ``(n_d, H, W)`` from unified logits ``(N, H, W)`` and bool ``(n_d, N)``."""
+def dataset_logits(unified: "torch.Tensor", mapping: np.ndarray, mode: str = "sum") -> "torch.Tensor":  # noqa: F821
+    """Dataset logits ``(n_d, H, W)`` from unified logits ``(N, H, W)`` and bool ``(n_d, N)``, formed as the
+    model was trained (``mode``: :func:`~uniseg_cli.models.heads.label_logits`)."""
     import torch
 
+    from uniseg_cli.models.heads import label_logits
+
     m = torch.as_tensor(np.asarray(mapping, dtype=np.float32), device=unified.device)
-    return torch.einsum("dn,nhw->dhw", m, unified)
+    return label_logits(unified, m, mode)
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -290,6 +293,7 @@ class Predictor:
         device: where ``forward`` runs.
         mean, std: input normalisation of [0, 1] RGB.
         source: where the model came from (for the report).
+        label_logits: how a dataset label's logit is formed from its nodes' (as in training).
     """
 
     forward: Callable
@@ -298,6 +302,7 @@ class Predictor:
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
     source: str = ""
+    label_logits: str = "sum"
 
 
 def space_classes(tax, space: str) -> tuple[list[str], np.ndarray | None, np.ndarray]:
@@ -351,7 +356,7 @@ def run_predict(predictor: Predictor, items: Sequence[ImageItem], out: str | Pat
                              hint="the training artifact is inconsistent; rebuild it with `uniseg train --force`.")
         logits = logits.masked_fill(masked[:, None, None], float("-inf"))  # inactive nodes are never predicted
         if mapping is not None:
-            logits = dataset_logits(logits.masked_fill(masked[:, None, None], 0.0), mapping)
+            logits = dataset_logits(logits.masked_fill(masked[:, None, None], 0.0), mapping, predictor.label_logits)
         label = logits.argmax(dim=0).cpu().numpy()
         it = items[k]
         img = images.pop(k)
@@ -402,7 +407,7 @@ def load_predictor(train, device: str = "auto", taxonomy_file: str | Path | None
     mean = [v / 255.0 for v in info.get("mean", NORM_MEAN)]
     std = [v / 255.0 for v in info.get("std", NORM_STD)]
     return Predictor(forward=model.unified_logits, taxonomy=tax, device=str(dev), mean=mean, std=std,
-                     source=str(getattr(train, "path", train)))
+                     source=str(getattr(train, "path", train)), label_logits=model.head.label_logits)
 
 
 def check_space(train, space: str) -> None:

@@ -92,6 +92,7 @@ class Params:
     link_min_col_share: float = 0.5  # reestimate: link (c, u) only if >= this share of u's pixels in the dataset are c's
     link_min_presence: float = 0.002  # reestimate: ... and u takes >= this share of the dataset's labelled pixels
     link_cosine: bool = True  # reestimate: measure with L2-normalised prototypes (no node wins by its norm alone)
+    label_logits: str = "sum"  # a label's logit from its nodes': sum (paper Eq. 4-5) or logsumexp (its probability is theirs summed)
     final_unmapped_negatives: float = 0.2  # stage 3: weight of a CE where a dataset's unused nodes are negatives (0: reference)
     final_loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # stage-3 CE weight per dataset
     held_out_split: str | None = None  # split for pruning and pixel shares (default: each dataset's val split)
@@ -118,6 +119,8 @@ class Params:
             raise ValueError("prune_threshold must lie in [0, 1) and prune_at >= 0")
         if not 0 <= self.final_unmapped_negatives <= 1:
             raise ValueError(f"final_unmapped_negatives must lie in [0, 1], got {self.final_unmapped_negatives}")
+        if self.label_logits not in ("sum", "logsumexp"):
+            raise ValueError(f"label_logits must be sum or logsumexp, got {self.label_logits!r}")
         if self.prune_mode not in ("prune", "reestimate"):
             raise ValueError(f"prune_mode must be prune or reestimate, got {self.prune_mode!r}")
         if not 0.5 <= self.link_min_col_share <= 1 or not 0 <= self.link_min_presence < 1:

@@ -5,6 +5,7 @@
 
     {"model": {"schema": "uniseg.model/1", "kind": "unified",
                "segmenter": {SegmenterConfig fields}, "num_nodes": N, "embed_dim": D,
+               "label_logits": "sum" or "logsumexp",   # absent in older models: sum
                "datasets": [[name, [class names, in id order]], ...],   # training datasets, in order
                "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},   # 0..255 RGB
      "config": {resolved train params}, "run_id": "...", ...}
@@ -16,7 +17,7 @@ and ``model.safetensors`` holds ``segmenter.*`` (backbone + projection head) and
 
     m = load_unified_model("artifacts/training/0a1b2c3d4e5f", device="cpu")
     z = m.unified_logits(images)          # (B, N, H/4, W/4)
-    s = m.dataset_logits(images, "citydrive")   # (B, n_d, H/4, W/4) = M_d · z
+    s = m.dataset_logits(images, "citydrive")   # (B, n_d, H/4, W/4) from z through M_d
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def save_unified_model(directory: str | Path, segmenter, head, datasets: Mapping
     seg_cfg = segmenter.config.to_dict() if hasattr(segmenter.config, "to_dict") else dataclasses.asdict(segmenter.config)
     meta = {"model": {"schema": MODEL_SCHEMA, "kind": "unified", "segmenter": seg_cfg,
                       "num_nodes": int(head.num_nodes), "embed_dim": int(head.prototypes.shape[1]),
+                      "label_logits": head.label_logits,
                       "datasets": [[k, list(v)] for k, v in datasets.items()],  # a list: JSON keys get sorted
                       "mean": list(NORM_MEAN), "std": list(NORM_STD)},
             "run_id": run_id, "config": config or {}, **(extra or {})}
@@ -95,6 +97,7 @@ def _model_dir(src) -> Path:
 def load_unified_model(src, device: str | torch.device = "cpu") -> UnifiedModel:
     """Rebuild the model of a training artifact (its directory, an Artifact, or model.json)."""
     from uniseg_cli.models import SegmenterConfig, UniSegHead, build_segmenter
+    from uniseg_cli.models.heads import LABEL_LOGITS
 
     d = _model_dir(src)
     tensors, meta = read_checkpoint(d, MODEL_STEM)
@@ -109,8 +112,12 @@ def load_unified_model(src, device: str | torch.device = "cpu") -> UnifiedModel:
         n_nodes, sizes = int(m["num_nodes"]), [len(v) for v in datasets.values()]
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{d / 'model.json'}: bad model description ({e})", hint=hint) from None
+    mode = m.get("label_logits", "sum")  # models written before the option existed summed
+    if mode not in LABEL_LOGITS:
+        raise ArtifactError(f"{d / 'model.json'}: model.label_logits {mode!r} is not one of {', '.join(LABEL_LOGITS)}",
+                            hint=hint)
     seg = build_segmenter(seg_cfg)
-    head = UniSegHead(n_nodes, seg_cfg.embed_dim, num_classes=sizes)
+    head = UniSegHead(n_nodes, seg_cfg.embed_dim, num_classes=sizes, label_logits=mode)
     model = UnifiedModel(seg, head, datasets, meta)
     state = {k: v for k, v in tensors.items() if k.startswith(("segmenter.", "head."))}
     missing, unexpected = model.load_state_dict(state, strict=False)

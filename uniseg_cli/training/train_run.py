@@ -48,7 +48,7 @@ def build_stage2(p, inputs: TrainInputs, device="cpu"):
     gnn = LabelGNN(GNNConfig(hidden=p.gnn_hidden, out_dim=D, layers=p.gnn_layers, dropout=p.gnn_dropout,
                              temperature=p.adj_temperature, dataset_embedding=p.dataset_embedding),
                    torch.from_numpy(inputs.features), sizes, N, init_mapping=inputs.init_mappings)
-    head = UniSegHead(N, D, inputs.init_mappings)
+    head = UniSegHead(N, D, inputs.init_mappings, label_logits=p.label_logits)
     names = list(inputs.classes)
     task = UnifiedTask(seg, head, gnn, [p.loss_weights.get(n, 1.0) for n in names], p.orth_weight,
                        p.orth_temperature, {"thresh": p.ohem_thresh, "min_kept_ratio": p.ohem_min_kept}, names)
@@ -62,7 +62,7 @@ def to_stage3(task2, hooks2, p, names):
 
     maps = hooks2.solve()
     protos = task2.gnn_prototypes_eval()
-    head = UniSegHead(task2.head.num_nodes, protos.shape[1], maps).to(protos.device)
+    head = UniSegHead(task2.head.num_nodes, protos.shape[1], maps, label_logits=p.label_logits).to(protos.device)
     head.set_prototypes(protos, trainable=True)
     task3 = UnifiedTask(task2.segmenter, head, None, [p.final_loss_weights.get(n, 1.0) for n in names],
                         ohem={"thresh": p.ohem_thresh, "min_kept_ratio": p.ohem_min_kept}, dataset_names=names)

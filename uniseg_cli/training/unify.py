@@ -143,6 +143,8 @@ class UnifiedTask(nn.Module):
         for d, idx in split_by_dataset(batch["dataset"]):
             z = self.head.unified_logits(emb[idx], out.prototypes)  # (b, N, h, w)
             hard = self.hard[d].to(z.device)
+            # the paper's sum, whatever the head's label_logits: under logsumexp an extra node costs a label
+            # nothing, and the adjacency spread labels over other domains' nodes (measured, docs/quality.md)
             loss = blended_ce(z, out.soft[d], hard, r, batch["label"][idx], **self.ohem)
             losses[f"ce/{self.names[d]}"] = loss.detach()
             total = self.weights[d] * loss if total is None else total + self.weights[d] * loss

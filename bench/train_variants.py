@@ -1,0 +1,76 @@
+"""Bench: variants of the train stage (and of stage 1) on the demo world, scored as bench/quality.py scores.
+
+Each variant is a JSON object of train-stage params laid over the demo pipeline's (``pipeline.yaml``);
+a key ``_est`` holds estimate-nodes params to lay over the demo's. Every variant runs through the real
+stages (describe-labels -> embed-labels -> estimate-nodes -> train -> export-taxonomy), reusing any
+artifact of the same recipe under ``--out``, and prints one line per variant: the taxonomy against the
+world's truth, mIoU (%) per training dataset in its own label space, and mean mIoU on the held-out
+dataset through the unseen protocol.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/train_variants.py '{}' '{"lr": 0.01}' \\
+        '{"label_logits": "sum"}' '{"_est": {"iters": 3000}, "final_iters": 2200, "prune_at": 1100}' \\
+        [--out bench-out/quality] [--world default|anonymized]
+
+With ``--out`` shared with bench/quality.py the demo's own artifacts are reused. About 2-4 min per train
+variant on 2 cores (plus stage 1 and the appearance encoder, about 4 min, when ``_est`` changes them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import Method, score, taxonomy_scores, world  # noqa: E402
+from quality_models import demo_budget, demo_sections, run_stage, split_budget, uniseg_model  # noqa: E402
+
+from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
+
+
+def run_variant(out: Path, anonymize: bool, over: dict) -> dict:
+    info, train_specs, unseen_specs = world(out, "demo", 0, anonymize)
+    specs = [*train_specs, *unseen_specs]
+    root = out / "artifacts"
+    st = demo_sections()
+    est, tr = split_budget(demo_budget())
+    est.update(over.get("_est", {}))
+    tr.update({k: v for k, v in over.items() if k != "_est"})
+    t0 = time.time()
+    desc = run_stage("describe-labels", root, specs, st.get("describe-labels", {}))
+    feats = run_stage("embed-labels", root, specs, st.get("embed-labels", {}), {"describe-labels": desc})
+    nodes = run_stage("estimate-nodes", root, specs, est)
+    train = run_stage("train", root, specs, tr, {"embed-labels": feats, "estimate-nodes": nodes})
+    tax = run_stage("export-taxonomy", root, [], st.get("export-taxonomy", {}), {"train": train})
+    truth = read_taxonomy(info["truth"]).restrict([s.name for s in train_specs])
+    t = taxonomy_scores(read_taxonomy(tax.path / "taxonomy.parquet"), truth)
+    r = score(Method("uniseg", {"uniseg": uniseg_model(train)}), train_specs, unseen_specs)
+    return {"variant": over, "train": str(train.path),
+            "seconds": round(time.time() - t0, 1), "f1": round(t["f1"], 3), "hard_recall": t["hard_recall"],
+            "nodes": t["nodes"], "own": r["table2"], "held_out": r["table3_unseen_mean"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("variants", nargs="*", default=["{}"],
+                    help="JSON objects of train params (key _est: estimate-nodes params); default: the demo as is")
+    ap.add_argument("--out", default="bench-out/quality", help="world and artifacts (share with bench/quality.py)")
+    ap.add_argument("--world", default="default", choices=("default", "anonymized"))
+    args = ap.parse_args()
+    for text in args.variants:
+        try:
+            over = json.loads(text)
+        except ValueError as e:
+            ap.error(f"variant {text!r} is not JSON ({e})")
+        if not isinstance(over, dict):
+            ap.error(f"variant {text!r} must be a JSON object")
+        r = run_variant(Path(args.out), args.world == "anonymized", over)
+        own = ", ".join(f"{k} {v:.1f}" for k, v in r["own"].items())
+        print(f"{json.dumps(over)}: F1 {r['f1']:.3f}, hard recall {r['hard_recall']}, nodes {r['nodes']}; "
+              f"own space {own}; held-out {r['held_out']:.1f}  ({r['seconds']} s, {r['train']})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -63,15 +63,16 @@ def test_logsumexp_label_probability_is_the_sum_of_its_nodes_probabilities():
 
 
 def test_logsumexp_equals_sum_for_one_node_per_label():
+    g = torch.Generator().manual_seed(0)
     m = torch.as_tensor(np.eye(4, 6, dtype=bool))
-    z = torch.randn(2, 6, 3, 5) * 10
+    z = torch.randn(2, 6, 3, 5, generator=g) * 10
     torch.testing.assert_close(label_logits(z, m, "logsumexp"), label_logits(z, m))
     # far apart: a label more than ~69 below the best one is floored there, the ranking never changes
-    z = torch.randn(2, 6, 3, 5) * 100
+    z = torch.randn(2, 6, 3, 5, generator=g) * 100
     lse, plain = label_logits(z, m, "logsumexp"), label_logits(z, m)
     near = plain >= plain.amax(dim=1, keepdim=True) - 60
     torch.testing.assert_close(lse[near], plain[near])
-    assert bool((lse[~near] >= plain[~near]).all()) and torch.equal(lse.argmax(dim=1), plain.argmax(dim=1))
+    assert bool((lse[~near] >= plain[~near] - 1e-3).all()) and torch.equal(lse.argmax(dim=1), plain.argmax(dim=1))
 
 
 def test_logsumexp_is_stable_and_a_label_without_nodes_never_wins():

@@ -1,9 +1,8 @@
 """Evaluation helpers of bench/quality.py: label spaces of a model, histograms, the language-only merge.
 
-A *model* here is anything with ``spaces`` (space name -> number of output classes) and
-``logits(images) -> {space: (B, n, h, w)}`` computed from one forward pass, so every label space of a
-model (each Multi-SegHead head, the unified nodes, each dataset through the mapping) is scored from the
-same embedding. Scores use the library's own metric code (:mod:`uniseg_cli.taxonomy.unseen`):
+A *model* here is a :class:`SpaceModel`: one embedding and a head per label space (each Multi-SegHead
+head, the unified nodes, each dataset through the mapping), so every label space of a model is scored
+from the same forward pass, through the library's evaluation path (``full_res_logits``). Scores use the library's own metric code (:mod:`uniseg_cli.taxonomy.unseen`):
 
 - own-space mIoU: ``hist[c, c']`` of a dataset's ground truth against the argmax of its own space;
 - the unseen protocol: ``hist[c, u]`` on the target's fitting split, the min-cost many-to-one
@@ -36,11 +35,6 @@ class SpaceModel:
     @property
     def spaces(self) -> dict[str, int]:
         return {k: n for k, (n, _) in self.heads.items()}
-
-    @torch.no_grad()
-    def logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        emb = self.embed(images.to(self.device))
-        return {k: f(emb) for k, (_, f) in self.heads.items()}
 
 
 @torch.no_grad()

@@ -49,6 +49,12 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int], align_corners: bo
 LABEL_LOGITS = ("sum", "logsumexp")
 
 
+def _check_label_logits(mode: str) -> None:
+    if mode not in LABEL_LOGITS:
+        raise UsageError(f"label_logits {mode!r}: unknown (expected one of {', '.join(LABEL_LOGITS)})",
+                         hint="use sum (the paper) or logsumexp (a label's probability is the sum of its nodes')")
+
+
 def label_logits(z: torch.Tensor, mapping: torch.Tensor, mode: str = "sum") -> torch.Tensor:
     """Dataset logits from unified logits through a mapping; the node axis is the third from the end.
 
@@ -68,11 +74,9 @@ def label_logits(z: torch.Tensor, mapping: torch.Tensor, mode: str = "sum") -> t
     Returns:
         (..., n_d, h, w); float32 for ``logsumexp``.
     """
+    _check_label_logits(mode)
     if mode == "sum":
         return torch.einsum("...nhw,kn->...khw", z, mapping.to(device=z.device, dtype=z.dtype))
-    if mode != "logsumexp":
-        raise UsageError(f"label_logits {mode!r}: unknown (expected one of {', '.join(LABEL_LOGITS)})",
-                         hint="use sum (the paper) or logsumexp (a label's probability is the sum of its nodes')")
     with torch.autocast(device_type=z.device.type, enabled=False):
         m = mapping.to(device=z.device, dtype=torch.float32)
         zf = z.float()
@@ -158,9 +162,7 @@ class UniSegHead(nn.Module):
     def __init__(self, num_nodes: int, embed_dim: int, mappings: Sequence | None = None,
                  num_classes: Sequence[int] | None = None, label_logits: str = "sum"):
         super().__init__()
-        if label_logits not in LABEL_LOGITS:
-            raise UsageError(f"label_logits {label_logits!r}: unknown (expected one of {', '.join(LABEL_LOGITS)})",
-                             hint="use sum (the paper) or logsumexp")
+        _check_label_logits(label_logits)
         self.label_logits = label_logits
         if mappings is None and num_classes is None:
             raise UsageError("UniSegHead needs the mappings or the number of classes per dataset",

@@ -26,6 +26,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import multiprocessing as mp
@@ -155,6 +156,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--solve-every", type=int, default=101)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--configs", nargs="+", choices=CONFIGS, default=CONFIGS,
+                    help="which configurations to run (the first is the ratios' baseline)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     pre = PRESETS[a.preset]
@@ -163,9 +166,14 @@ def main(argv=None) -> dict:
     a.crop = a.crop or pre["crop"]
     a.images_per_dataset = a.images_per_dataset or pre["k"]
     results = []
-    for config in CONFIGS:
+    for config in a.configs:
         if a.device.startswith("cuda"):
-            results.append(measure(config, a))
+            try:
+                results.append(measure(config, a))
+            except torch.cuda.OutOfMemoryError as e:  # report it and go on with the next configuration
+                results.append({"config": config, "error": f"CUDA out of memory: {str(e).splitlines()[0]}"})
+            gc.collect()
+            torch.cuda.empty_cache()
         else:  # a fresh process per configuration, so each peak RSS is its own
             ctx = mp.get_context("spawn")
             q = ctx.Queue()
@@ -175,6 +183,8 @@ def main(argv=None) -> dict:
             pr.join()
     base = results[0]
     for r in results:
+        if "error" in r or "error" in base:
+            continue
         r["speed_ratio_vs_stage1"] = r["its_per_s"] / base["its_per_s"]
         r["memory_ratio_vs_stage1"] = r["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
     report = {"preset": a.preset, "backbone": a.backbone, "crop": a.crop, "images_per_dataset": a.images_per_dataset,
@@ -187,6 +197,9 @@ def main(argv=None) -> dict:
               f"{sum(a.sizes)} labels, N={a.nodes}, {a.device}, {a.iters} timed iterations")
         print(f"{'config':<12} {'it/s':>8} {'img/s':>8} {'peak MB':>9} {'speed/stage1':>13} {'mem/stage1':>11}")
         for r in results:
+            if "error" in r or "speed_ratio_vs_stage1" not in r:
+                print(f"{r['config']:<12} {r.get('error') or r}")
+                continue
             print(f"{r['config']:<12} {r['its_per_s']:8.2f} {r['images_per_s']:8.1f} {r['peak_mb']:9.1f} "
                   f"{r['speed_ratio_vs_stage1']:13.2f} {r['memory_ratio_vs_stage1']:11.2f}")
     return report

@@ -58,6 +58,24 @@ def _mappings(sizes, n_nodes, rng):
     return out
 
 
+def calibrate_bn(seg: torch.nn.Module, images: torch.Tensor, device) -> None:
+    """Running BatchNorm statistics from a no-grad pass, as a segmenter trained in stage 1 has them.
+
+    Stage 2's GNN phase runs the segmenter frozen in eval mode. Random-init, its running statistics are
+    still 0 and 1, so HRNet's activations grow about tenfold per module (1e8 at stage 4) and overflow
+    float16 under AMP.
+    """
+    bns = [m for m in seg.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes
+    seg.to(device).train()
+    with torch.no_grad():
+        seg(images.to(device))
+    for m in bns:
+        m.momentum = 0.1
+
+
 def build(config: str, a, device):
     """(task, phases, hooks, batch) for one configuration."""
     from uniseg_cli.models import GNNConfig, LabelGNN, MultiSegHead, SegmenterConfig, UniSegHead, build_segmenter
@@ -89,6 +107,8 @@ def build(config: str, a, device):
     task = UnifiedTask(seg, head, gnn, [1.0] * len(sizes), ohem=ohem)
     if config == "stage2-gnn":
         from uniseg_cli.taxonomy.solver import SolverConfig
+
+        calibrate_bn(seg, batch["image"], device)
 
         hooks = Stage2Hooks(task, MappingSolver(SolverConfig()), a.solve_every)
         ph = Phase("gnn", a.warmup + a.iters, train=("gnn",), eval_modules=("segmenter",),

@@ -69,6 +69,16 @@ def test_usage_error_is_exit_2(cli):
     assert code == 2
 
 
+def test_a_bad_flag_value_is_named_before_inputs_are_looked_up(cli, tmp_path):
+    # no datasets, no upstream artifacts: the bad value is still what the user hears about first
+    code, _, err = cli("train", "--label-logits", "max", "--dataset", str(tmp_path / "missing"))
+    assert code == 2 and "label_logits must be sum or logsumexp, got 'max'" in err
+    code, _, err = cli("estimate-nodes", "--tau", "5")
+    assert code == 2 and "tau must lie in [0, 1]" in err
+    code, _, err = cli("estimate-nodes", "--tau", "0.5")
+    assert code == 2 and "needs datasets" in err  # a good value goes on to the next check
+
+
 def test_inspect_prints_lineage_and_verifies(cli, tmp_path):
     from uniseg_cli import artifacts as A
 

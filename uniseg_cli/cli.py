@@ -183,11 +183,15 @@ def _run_stage(
     """
     from uniseg_cli import artifacts as A
     from uniseg_cli import stages as S
+    from uniseg_cli.config import build_params
     from uniseg_cli.pipeline import ensure_synth, load_pipeline, stage_context
 
     set_json_mode(json_out)
     p = load_pipeline(pipeline) if pipeline is not None else None
     root = A.artifacts_root(artifacts or (p.artifacts if p else None))
+    spec = S.get_stage(name)
+    # the flags first: a bad value is named before datasets, synth and upstream artifacts are looked at
+    build_params(spec.params_cls, p.sections.get(name, {}) if p is not None else {}, flags, where=name)
     if datasets:
         ds = [_dataset_arg(d) for d in datasets]
     elif p is not None:
@@ -196,7 +200,6 @@ def _run_stage(
         ds = p.datasets
     else:
         ds = []
-    spec = S.get_stage(name)
     if spec.datasets != "none" and not ds:
         raise UsageError(
             f"{name} needs datasets, and none were given",

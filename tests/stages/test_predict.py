@@ -231,7 +231,7 @@ def test_a_model_with_dataset_bias_predicts_each_space_with_its_own_offsets(tmp_
     assert torch.equal(model.head.bias.detach(), torch.as_tensor(bias))
     assert json.loads((art.path / "model.json").read_text())["model"]["dataset_bias"] is True
     pred = load_predictor(art.path, device="cpu")
-    paths = _write_images(tmp_path / "in", [(32, 64)])  # multiples of 32: predict and evaluate pad alike
+    paths = _write_images(tmp_path / "in", [(33, 47)])  # padded to 64 x 64 by predict and evaluate alike
     labels = {}
     for space in ("city", "mall", "unified"):
         res = run_predict(pred, collect_images(paths), tmp_path / space, PredictParams(space=space, overlay=False))

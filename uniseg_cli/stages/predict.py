@@ -156,7 +156,8 @@ def predict_logits(
         batch_size: windows per forward call; windows of one shape are batched across images.
         device: torch device of the forward pass.
         mean, std: normalisation of [0, 1] RGB.
-        pad_to: windows are padded (reflect) to a multiple of this, then cropped back.
+        pad_to: windows are padded (zeros after normalisation: the mean colour) to a multiple of this,
+            then cropped back, as :func:`~uniseg_cli.training.unify.full_res_logits` does for evaluation.
     """
     import torch
     import torch.nn.functional as F
@@ -174,8 +175,8 @@ def predict_logits(
         x = (x / 255.0 - m) / s
         hh, ww = x.shape[-2:]
         ph, pw = (-hh) % pad_to, (-ww) % pad_to
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(hh, ww) > max(ph, pw) else "replicate")
+        if ph or pw:  # zeros = the mean colour, as in training crops and `uniseg evaluate`
+            x = F.pad(x, (0, pw, 0, ph))
         with torch.inference_mode():
             y = forward(x).float()
             if y.shape[-2:] != x.shape[-2:]:  # as in training and `uniseg evaluate`: align_corners=True

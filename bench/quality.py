@@ -221,8 +221,14 @@ def main() -> None:
                     help="training iterations per model (default: the demo pipeline's, whose artifacts are then reused)")
     ap.add_argument("--artifacts", default=None, help="artifact root (default: OUT/artifacts); share it with `uniseg run`")
     ap.add_argument("--worlds", default="default,anonymized", help="default, anonymized or both (comma-separated)")
+    ap.add_argument("--backbone", default=None,
+                    help="segmentation backbone of every method (default: the demo pipeline's, tiny)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
+    if args.backbone:
+        import quality_models
+
+        quality_models.BACKBONE = args.backbone
     results = []
     t0 = time.time()
     for w in [w.strip() for w in args.worlds.split(",") if w.strip()]:

@@ -26,10 +26,17 @@ from uniseg_cli.pipeline import stage_context
 DEMO_PIPELINE = Path(__file__).resolve().parent.parent / "pipeline.yaml"
 
 
+#: The segmentation backbone of every method (None: the demo pipeline's); set by ``--backbone``.
+BACKBONE: str | None = None
+
+
 def demo_sections() -> dict:
     import yaml
 
-    return (yaml.safe_load(DEMO_PIPELINE.read_text()) or {}).get("stages", {})
+    st = (yaml.safe_load(DEMO_PIPELINE.read_text()) or {}).get("stages", {})
+    if BACKBONE:  # stage 1 builds the segmenter; the train stage and the baselines inherit it
+        st.setdefault("estimate-nodes", {})["backbone"] = BACKBONE
+    return st
 
 
 def demo_budget() -> int:

@@ -9,7 +9,7 @@ dataset through the unseen protocol.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_variants.py '{}' '{"lr": 0.01}' \\
         '{"label_logits": "sum"}' '{"_est": {"iters": 3000}, "final_iters": 2200, "prune_at": 1100}' \\
-        [--out bench-out/quality] [--world default|anonymized]
+        [--out bench-out/quality] [--world default|anonymized] [--backbone tiny-wide]
 
 With ``--out`` shared with bench/quality.py the demo's own artifacts are reused. About 2-4 min per train
 variant on 2 cores (plus stage 1 and the appearance encoder, about 4 min, when ``_est`` changes them).
@@ -58,7 +58,12 @@ def main() -> None:
                     help="JSON objects of train params (key _est: estimate-nodes params); default: the demo as is")
     ap.add_argument("--out", default="bench-out/quality", help="world and artifacts (share with bench/quality.py)")
     ap.add_argument("--world", default="default", choices=("default", "anonymized"))
+    ap.add_argument("--backbone", default=None, help="segmentation backbone (default: the demo pipeline's, tiny)")
     args = ap.parse_args()
+    if args.backbone:
+        import quality_models
+
+        quality_models.BACKBONE = args.backbone
     for text in args.variants:
         try:
             over = json.loads(text)

@@ -23,7 +23,7 @@ def test_every_backbone_forward_backward(name):
 
 
 def test_registry_lists_the_paper_and_small_backbones():
-    assert {"tiny", "hrnet_w48", "hrnet_w18_small_v2", "resnet18", "mobilenetv3_small_100"} <= set(list_backbones())
+    assert {"tiny", "tiny-wide", "hrnet_w48", "hrnet_w18_small_v2", "resnet18", "mobilenetv3_small_100"} <= set(list_backbones())
 
 
 def test_hrnet_w48_has_the_papers_720_channels():

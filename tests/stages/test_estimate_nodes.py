@@ -114,8 +114,6 @@ def test_bad_inputs_fail_before_training(world, cli):
     assert code == 2 and "nosuch" in err
     code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--tau", "2")
     assert code == 2 and "tau" in err
-    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--lr-decay-iters", "3")
-    assert code == 2 and "lr_decay_iters must be 0 or at least iters (4)" in err
 
 
 @pytest.mark.slow

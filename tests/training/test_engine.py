@@ -64,20 +64,6 @@ def test_lr_schedule_warms_up_then_decays():
     assert all(a > b for a, b in zip(f[10:], f[11:]))  # poly decay after
 
 
-def test_stages_can_continue_one_poly_curve():
-    from uniseg_cli.stages.train import Params
-
-    whole = [lr_factor(i, 550, OptimConfig(warmup_iters=0)) for i in range(550)]
-    first = [lr_factor(i, 200, OptimConfig(warmup_iters=0, schedule_total=550)) for i in range(200)]
-    p = Params(lr_decay_start=200, final_iters=320, warmup_iters=0)
-    second = [lr_factor(i, 30, p.optim(0, 30)) for i in range(30)]
-    third = [lr_factor(i, 320, p.optim(30, 30)) for i in range(320)]
-    assert first + second + third == pytest.approx(whole)  # stage 1 -> stage 2 -> stage 3 on the one curve
-    assert first[-1] > 0.6 and third[-1] < 0.01
-    assert Params(final_iters=320).optim(30, 30).schedule_total == 0  # default: each stage restarts its own curve
-    assert Params(lr_decay_start=200, lr_decay_iters=1000).optim(30, 30).schedule_total == 1000
-
-
 def test_param_groups_no_decay_for_norm_bias_and_backbone_multiplier():
     m = TinyTask()
     groups = param_groups(m, OptimConfig(lr=1.0, backbone_lr_mult=0.1, weight_decay=0.05))

@@ -63,7 +63,6 @@ class Params:
     warmup_iters: int = 20  # linear warmup iterations (paper config: 1000, but inert there)
     warmup_factor: float = 0.001  # LR factor at the first warmup iteration
     poly_power: float = 0.9  # poly decay power
-    lr_decay_iters: int = 0  # poly decay over this many iterations (0: iters); more ends stage 1 above 0, for a train stage that continues the curve (its lr_decay_start)
     clip_grad_norm: float = 1.0  # full-model gradient L2-norm clip; 0 = off (paper: 0.01)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     ohem_thresh: float = 0.7  # OHEM: keep pixels whose true-class probability is below this
@@ -108,8 +107,6 @@ class Params:
             raise ValueError("lr must be > 0, backbone_lr_mult and weight_decay >= 0")
         if self.warmup_iters < 0 or not 0 < self.warmup_factor <= 1:
             raise ValueError("warmup_iters must be >= 0 and warmup_factor in (0, 1]")
-        if self.lr_decay_iters and self.lr_decay_iters < self.iters:
-            raise ValueError(f"lr_decay_iters must be 0 or at least iters ({self.iters}), got {self.lr_decay_iters}")
         if self.clip_grad_norm < 0:
             raise ValueError("clip_grad_norm must be >= 0 (0: off)")
         if not 0 <= self.holdout_fraction < 1:

@@ -218,7 +218,7 @@ def train_multihead(p, data: Sequence[DatasetData], dist, work: Path, config: di
 
     optim = OptimConfig(lr=p.lr, backbone_lr_mult=p.backbone_lr_mult, weight_decay=p.weight_decay,
                         warmup_iters=p.warmup_iters, warmup_factor=p.warmup_factor, poly_power=p.poly_power,
-                        schedule_total=p.lr_decay_iters, clip_grad_norm=p.clip_grad_norm or None, amp=p.amp)
+                        clip_grad_norm=p.clip_grad_norm or None, amp=p.amp)
     trainer = Trainer(task, [Phase("stage1", p.iters)], optim, batches=batches, stage="stage1", dist=dist,
                       work_dir=work, checkpoint_every=p.checkpoint_every, seed=p.seed, config=config)
     s = trainer.run()

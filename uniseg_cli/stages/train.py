@@ -49,15 +49,13 @@ class Params:
     workers: int = 0  # data-loader worker processes
     seed: int = 0  # random seed (batches, augmentation, dropout)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
-    # ---- optimiser (both stages; the schedule restarts per stage, as in the reference, unless lr_decay_start)
+    # ---- optimiser (both stages; the schedule restarts per stage, as in the reference)
     lr: float = 1e-3  # AdamW base learning rate (paper: 1e-4)
     backbone_lr_mult: float = 0.1  # LR multiplier of the backbone
     weight_decay: float = 0.05  # AdamW decoupled weight decay (0 on norms, biases, embeddings)
     warmup_iters: int = 10  # linear warmup iterations per stage (paper config: 1000)
     warmup_factor: float = 0.001  # LR factor at the first warmup iteration
     poly_power: float = 0.9  # poly decay power
-    lr_decay_start: int = 0  # > 0: stages 2 and 3 continue one poly curve from this position (stage 1's iters) instead of restarting it
-    lr_decay_iters: int = 0  # that curve's length (0: lr_decay_start + stage-2 + stage-3 iterations)
     clip_grad_norm: float | None = 1.0  # full-model gradient L2-norm clip; 0 or none = off (paper: 0.01)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     ohem_thresh: float = 0.7  # OHEM: keep pixels whose true-class probability is below this
@@ -116,8 +114,6 @@ class Params:
             raise ValueError("lr must be > 0; the LR multipliers and weight_decay >= 0")
         if self.warmup_iters < 0 or not 0 < self.warmup_factor <= 1:
             raise ValueError("warmup_iters must be >= 0 and warmup_factor in (0, 1]")
-        if self.lr_decay_start < 0 or self.lr_decay_iters < 0:
-            raise ValueError("lr_decay_start and lr_decay_iters must be >= 0")
         if self.clip_grad_norm is not None and self.clip_grad_norm < 0:
             raise ValueError("clip_grad_norm must be >= 0 (0 or none: off)")
         if not 0 <= self.prune_threshold < 1 or self.prune_at < 0:
@@ -139,17 +135,11 @@ class Params:
         if any(w < 0 for w in [*self.loss_weights.values(), *self.final_loss_weights.values()]):
             raise ValueError("loss weights must be >= 0")
 
-    def optim(self, offset: int = 0, stage2_iters: int = 0):
-        """The optimiser of a stage that starts ``offset`` iterations after stage 2's first (stage 3:
-        ``offset = stage2_iters``); with ``lr_decay_start`` or ``lr_decay_iters`` both stages sit on one curve."""
+    def optim(self):
         from uniseg_cli.training.engine import OptimConfig
 
-        span = 0
-        if self.lr_decay_start or self.lr_decay_iters:
-            span = self.lr_decay_iters or self.lr_decay_start + stage2_iters + self.final_iters
         return OptimConfig(lr=self.lr, backbone_lr_mult=self.backbone_lr_mult, weight_decay=self.weight_decay,
                            warmup_iters=self.warmup_iters, warmup_factor=self.warmup_factor, poly_power=self.poly_power,
-                           schedule_offset=self.lr_decay_start + offset if span else 0, schedule_total=span,
                            lr_mults=(("gnn", self.gnn_lr_mult), ("gnn.adjacency", self.adjacency_lr_mult)),
                            clip_grad_norm=self.clip_grad_norm or None, amp=self.amp)
 

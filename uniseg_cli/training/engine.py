@@ -76,10 +76,6 @@ class OptimConfig:
     warmup_iters: int = 1000  # linear warmup length (iterations)
     warmup_factor: float = 0.001  # LR factor at iteration 0 of the warmup (< 1: a real warmup)
     poly_power: float = 0.9  # poly decay power over the stage's iterations
-    # One poly curve across stages: this stage runs positions [schedule_offset, schedule_offset + iters) of a
-    # decay over schedule_total iterations (0: over this stage's own iterations, the offset then 0).
-    schedule_offset: int = 0
-    schedule_total: int = 0
     lr_mults: tuple[tuple[str, float], ...] = ()  # (parameter-name prefix, LR multiplier); every match multiplies
     clip_grad_norm: float | None = 0.01  # full-model gradient L2-norm clip (None: off)
     amp: bool = True  # fp16 autocast + GradScaler (CUDA only; ignored on CPU)
@@ -136,15 +132,8 @@ def _under(name: str, prefix: str) -> bool:
 
 
 def lr_factor(it: int, total: int, cfg: OptimConfig) -> float:
-    """Warmup-poly multiplier at iteration ``it`` of ``total`` (detectron2 ``WarmupPolyLR`` with a real warmup).
-
-    With ``cfg.schedule_total`` the poly decay runs over that many iterations and this stage sits at
-    ``cfg.schedule_offset`` in it (a stage continuing the previous stage's curve); the warmup counts
-    this stage's own iterations.
-    """
-    span = cfg.schedule_total if cfg.schedule_total > 0 else total
-    pos = cfg.schedule_offset + it if cfg.schedule_total > 0 else it
-    f = (1.0 - min(pos, span) / max(span, 1)) ** cfg.poly_power
+    """Warmup-poly multiplier at iteration ``it`` (detectron2 ``WarmupPolyLR`` with a real warmup)."""
+    f = (1.0 - min(it, total) / max(total, 1)) ** cfg.poly_power
     if it < cfg.warmup_iters:
         a = it / cfg.warmup_iters
         f *= cfg.warmup_factor * (1 - a) + a

@@ -87,8 +87,7 @@ def train_all(p, inputs: TrainInputs, data: TrainingData, dist, work: Path, conf
     phases2 = stage2_phases(p.gnn_iters, p.seg_iters, p.first_gnn_iters, p.num_phases, p.start_with)
     common = dict(batches=batches, dist=dist, checkpoint_every=p.checkpoint_every, log_every=p.log_every, seed=p.seed,
                   config=config or {}, progress=progress)
-    n2 = sum(ph.iters for ph in phases2)
-    t2 = Trainer(task2, phases2, p.optim(0, n2), stage="stage2", work_dir=Path(work) / "stage2", hooks=hooks2, **common)
+    t2 = Trainer(task2, phases2, p.optim(), stage="stage2", work_dir=Path(work) / "stage2", hooks=hooks2, **common)
     s2 = t2.run(until=(until or {}).get("stage2")) if phases2 else {"iterations": 0}
     if until and "stage2" in until:
         return None
@@ -100,7 +99,7 @@ def train_all(p, inputs: TrainInputs, data: TrainingData, dist, work: Path, conf
                          min_col_share=p.link_min_col_share, min_presence=p.link_min_presence,
                          cosine=p.link_cosine)
     phases3 = stage3_phases(p.final_iters, p.prune_at or None)
-    t3 = Trainer(task3, phases3, p.optim(n2, n2), stage="stage3", work_dir=Path(work) / "stage3", hooks=hooks3, **common)
+    t3 = Trainer(task3, phases3, p.optim(), stage="stage3", work_dir=Path(work) / "stage3", hooks=hooks3, **common)
     s3 = t3.run(until=(until or {}).get("stage3"))
     if until and "stage3" in until:
         return None

@@ -176,7 +176,7 @@ def train_fixed_mapping(root: Path, train_specs, tax, budget: int, arts: dict) -
     torch.manual_seed(p.seed)
     seg = build_segmenter(dataclasses.replace(seg_cfg, pretrained=False))
     seg.load_state_dict(seg_state)
-    head = UniSegHead(maps[0].shape[1], seg_cfg.embed_dim, maps, label_logits=p.label_logits, dataset_bias=p.dataset_bias)
+    head = UniSegHead(maps[0].shape[1], seg_cfg.embed_dim, maps, label_logits=p.label_logits)
     task = UnifiedTask(seg, head, None, [1.0] * len(names), ohem={"thresh": p.ohem_thresh, "min_kept_ratio": p.ohem_min_kept},
                        dataset_names=names)
     data = open_training_data(train_specs, p)

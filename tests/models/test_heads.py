@@ -100,26 +100,6 @@ def test_logsumexp_gives_a_union_labels_gradient_to_the_part_that_explains_it():
     assert grads["logsumexp"][0] > 100 * grads["logsumexp"][1] > 0
 
 
-@pytest.mark.parametrize("mode", ["sum", "logsumexp"])
-def test_dataset_bias_offsets_nodes_in_its_own_dataset_only(mode):
-    m0, m1 = _partition(0), _partition(1, n_labels=3)
-    head = UniSegHead(9, 8, [m0, m1], label_logits=mode, dataset_bias=True)
-    emb = emb_batch(d=8)
-    plain = UniSegHead(9, 8, [m0, m1], label_logits=mode)
-    plain.load_state_dict({k: v for k, v in head.state_dict().items() if k != "bias"})
-    torch.testing.assert_close(head.dataset_logits(emb, 1), plain.dataset_logits(emb, 1))  # zeros at the start
-    with torch.no_grad():
-        head.bias[1] = torch.linspace(-2.0, 2.0, 9)
-    z = head.unified_logits(emb)
-    torch.testing.assert_close(z, plain.unified_logits(emb))  # the unified space is dataset-free
-    expected = label_logits(z + head.bias[1].detach()[:, None, None], head.mapping(1), mode)
-    torch.testing.assert_close(head.dataset_logits(emb, 1), expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(head.map_logits(z, head.mapping(1), 1), expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(head.dataset_logits(emb, 0), plain.dataset_logits(emb, 0))  # dataset 0's bias: 0
-    head.dataset_logits(emb, 1).sum().backward()
-    assert head.bias.grad[1].abs().sum() > 0 and head.bias.grad[0].abs().sum() == 0
-
-
 def test_unknown_label_logits_is_a_usage_error():
     with pytest.raises(UsageError, match="label_logits 'max'"):
         UniSegHead(3, 4, [np.eye(3, dtype=bool)], label_logits="max")

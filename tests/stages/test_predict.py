@@ -139,9 +139,8 @@ def test_palette_is_distinct_beyond_256():
     assert p.shape == (600, 3) and len({tuple(c) for c in p}) == 600
 
 
-def _tiny_training_artifact(root, label_logits="sum", dataset_bias=None):
-    """A real training artifact: a tiny segmenter + UniSegHead written by the train stage's model writer
-    (``dataset_bias``: (2, 5) node offsets of a head trained with them)."""
+def _tiny_training_artifact(root, label_logits="sum"):
+    """A real training artifact: a tiny segmenter + UniSegHead written by the train stage's model writer."""
     from uniseg_cli import artifacts as A
     from uniseg_cli.models import SegmenterConfig, UniSegHead, build_segmenter
     from uniseg_cli.training.model_io import save_unified_model
@@ -149,14 +148,10 @@ def _tiny_training_artifact(root, label_logits="sum", dataset_bias=None):
     torch.manual_seed(0)
     tax = _tax()
     seg = build_segmenter(SegmenterConfig(backbone="tiny", embed_dim=8))
-    head = UniSegHead(5, 8, [tax.mapping("city"), tax.mapping("mall")], label_logits=label_logits,
-                      dataset_bias=dataset_bias is not None)
+    head = UniSegHead(5, 8, [tax.mapping("city"), tax.mapping("mall")], label_logits=label_logits)
     with torch.no_grad():
         head.prototypes.mul_(100.0)  # peaked logits, so sum and logsumexp rank a union label differently
-        if dataset_bias is not None:
-            head.bias.copy_(torch.as_tensor(dataset_bias, dtype=torch.float32))
-    recipe = {"test": "predict", "label_logits": label_logits, "bias": np.asarray(dataset_bias).tolist()}
-    with A.publish(root, "training", recipe, []) as st:
+    with A.publish(root, "training", {"test": "predict", "label_logits": label_logits}, []) as st:
         save_unified_model(st.dir, seg.eval(), head, {d: list(c) for d, c in tax.datasets.items()}, run_id=st.run_id)
     return st.artifact
 
@@ -218,33 +213,27 @@ def test_a_logsumexp_model_predicts_its_labels_as_it_was_trained(tmp_path, _arti
         load_unified_model(art.path)
 
 
-def test_a_model_with_dataset_bias_predicts_each_space_with_its_own_offsets(tmp_path, _artifacts_root):
+def test_predict_gives_the_labels_evaluate_scores_at_any_image_size(tmp_path, _artifacts_root):
     from uniseg_cli.models.heads import label_logits
     from uniseg_cli.stages.predict import load_predictor
     from uniseg_cli.training.model_io import load_unified_model
     from uniseg_cli.training.unify import full_res_logits
 
-    bias = np.zeros((2, 5), dtype=np.float32)
-    bias[0, 1] = 500.0  # in city's space node 1 (vehicle) wins everywhere; mall's space is untouched
-    art = _tiny_training_artifact(_artifacts_root, dataset_bias=bias)
+    art = _tiny_training_artifact(_artifacts_root)
     model = load_unified_model(art.path)
-    assert torch.equal(model.head.bias.detach(), torch.as_tensor(bias))
-    assert json.loads((art.path / "model.json").read_text())["model"]["dataset_bias"] is True
     pred = load_predictor(art.path, device="cpu")
-    paths = _write_images(tmp_path / "in", [(33, 47)])  # padded to 64 x 64 by predict and evaluate alike
-    labels = {}
-    for space in ("city", "mall", "unified"):
-        res = run_predict(pred, collect_images(paths), tmp_path / space, PredictParams(space=space, overlay=False))
-        labels[space] = np.asarray(Image.open(res["images"][0]["label"]))
-    assert (labels["city"] == 1).all()
-    img = torch.as_tensor(np.array(Image.open(paths[0])), dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
-    mean, std = torch.tensor(pred.mean).view(1, 3, 1, 1), torch.tensor(pred.std).view(1, 3, 1, 1)
-    with torch.no_grad():
-        z = full_res_logits(model.segmenter, model.head.unified_logits, (img - mean) / std)
-    mall = label_logits(z, model.head.mapping(1), "sum").argmax(dim=1)[0].numpy()
-    assert (labels["mall"] == mall).mean() > 0.99
-    assert (labels["unified"] == z.argmax(dim=1)[0].numpy()).mean() > 0.99  # no offsets in the unified space
-    assert not (labels["unified"] == 1).all()
+    for k, size in enumerate([(33, 47), (40, 32), (64, 64)]):  # padded to a multiple of 32 by both paths
+        paths = _write_images(tmp_path / f"in{k}", [size])
+        img = torch.as_tensor(np.array(Image.open(paths[0])), dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
+        mean, std = torch.tensor(pred.mean).view(1, 3, 1, 1), torch.tensor(pred.std).view(1, 3, 1, 1)
+        with torch.no_grad():
+            z = full_res_logits(model.segmenter, model.head.unified_logits, (img - mean) / std)
+        expected = {"unified": z.argmax(dim=1)[0].numpy(),
+                    "mall": label_logits(z, model.head.mapping(1), "sum").argmax(dim=1)[0].numpy()}
+        for space, want in expected.items():
+            res = run_predict(pred, collect_images(paths), tmp_path / f"{space}{k}", PredictParams(space=space, overlay=False))
+            lab = np.asarray(Image.open(res["images"][0]["label"]))
+            assert lab.shape == size and (lab == want).mean() > 0.999, (size, space)
 
 
 def test_unknown_space_is_refused_before_the_model_loads(tmp_path, cli, _artifacts_root, monkeypatch):

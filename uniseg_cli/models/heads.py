@@ -151,21 +151,16 @@ class UniSegHead(nn.Module):
             ``num_classes`` given (all-zero mappings, e.g. before ``load_state_dict``).
         num_classes: n_d per dataset when ``mappings`` is None.
         label_logits: ``sum`` or ``logsumexp`` (:func:`label_logits`).
-        dataset_bias: give each training dataset its own offset of every node's logit, ``z_u + b_{d,u}``,
-            added before the mapping in that dataset's label space and never in the unified space (not
-            in the paper). It lets a node shared by several datasets (person in a street and in a
-            room) keep a per-dataset prior; the unified prediction stays dataset-free.
 
     Shapes:
         - prototypes: (N, D) parameter, trunc_normal(0.02); replace with :meth:`set_prototypes`.
-        - bias: (K, N) parameter, zeros, only with ``dataset_bias``.
         - mapping_<d>: (n_d, N) float buffers (saved in the state dict).
         - forward(emb (B, D, h, w), dataset_idx (B,)) → list of DatasetLogits with (b_d, n_d, h, w).
         - unified_logits(emb) → (B, N, h, w).
     """
 
     def __init__(self, num_nodes: int, embed_dim: int, mappings: Sequence | None = None,
-                 num_classes: Sequence[int] | None = None, label_logits: str = "sum", dataset_bias: bool = False):
+                 num_classes: Sequence[int] | None = None, label_logits: str = "sum"):
         super().__init__()
         _check_label_logits(label_logits)
         self.label_logits = label_logits
@@ -181,7 +176,6 @@ class UniSegHead(nn.Module):
         self.num_classes = [m.shape[0] for m in mats]
         for d, m in enumerate(mats):
             self.register_buffer(f"mapping_{d}", m)
-        self.bias = nn.Parameter(torch.zeros(len(mats), self.num_nodes)) if dataset_bias else None
 
     def mapping(self, d: int) -> torch.Tensor:
         _check_dataset(d, len(self.num_classes))
@@ -216,17 +210,9 @@ class UniSegHead(nn.Module):
         """z = emb · Pᵀ, (B, N, h, w); ``prototypes`` overrides P (the GNN's live output)."""
         return _project(emb, self.prototypes if prototypes is None else prototypes)
 
-    def with_bias(self, z: torch.Tensor, d: int) -> torch.Tensor:
-        """Unified logits (B, N, h, w) as dataset d sees them: plus its node offsets (``dataset_bias``)."""
-        if self.bias is None:
-            return z
-        _check_dataset(d, len(self.num_classes))
-        return z + self.bias[d].to(z.dtype)[:, None, None]
-
-    def map_logits(self, z: torch.Tensor, mapping: torch.Tensor, d: int | None = None) -> torch.Tensor:
-        """Dataset logits from unified logits: (B, N, h, w), (n_d, N) → (B, n_d, h, w); with ``d``, dataset
-        d's node offsets are added first."""
-        return label_logits(z if d is None else self.with_bias(z, d), mapping, self.label_logits)
+    def map_logits(self, z: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+        """Dataset logits from unified logits: (B, N, h, w), (n_d, N) → (B, n_d, h, w)."""
+        return label_logits(z, mapping, self.label_logits)
 
     def dataset_logits(self, emb: torch.Tensor, d: int, prototypes: torch.Tensor | None = None,
                        mapping: torch.Tensor | None = None) -> torch.Tensor:
@@ -234,11 +220,8 @@ class UniSegHead(nn.Module):
         p = self.prototypes if prototypes is None else prototypes
         m = self.mapping(d) if mapping is None else mapping
         if self.label_logits != "sum":
-            return self.map_logits(_project(emb, p), m, d)
-        out = _project(emb, m.to(p.dtype) @ p)
-        if self.bias is None:
-            return out
-        return out + (m.to(self.bias.dtype) @ self.bias[d]).to(out.dtype)[:, None, None]
+            return self.map_logits(_project(emb, p), m)
+        return _project(emb, m.to(p.dtype) @ p)
 
     def forward(self, emb: torch.Tensor, dataset_idx: torch.Tensor,
                 prototypes: torch.Tensor | None = None) -> list[DatasetLogits]:

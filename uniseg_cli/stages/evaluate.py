@@ -117,7 +117,7 @@ class _Model:
             return ds, logits.argmax(dim=1)
         head = self.net.head
         z = full_res_logits(self.net.segmenter, head.unified_logits, img)  # (1, N, H, W)
-        ds = head.map_logits(z, head.mapping(d), d).argmax(dim=1) if d is not None else None
+        ds = head.map_logits(z, head.mapping(d)).argmax(dim=1) if d is not None else None
         z = z.masked_fill(~self.active[None, :, None, None], float("-inf"))
         return ds, z.argmax(dim=1)
 

@@ -211,17 +211,13 @@ def predict_logits(
     yield from flush()
 
 
-def dataset_logits(unified: "torch.Tensor", mapping: np.ndarray, mode: str = "sum",  # noqa: F821
-                   bias: np.ndarray | None = None) -> "torch.Tensor":  # noqa: F821
+def dataset_logits(unified: "torch.Tensor", mapping: np.ndarray, mode: str = "sum") -> "torch.Tensor":  # noqa: F821
     """Dataset logits ``(n_d, H, W)`` from unified logits ``(N, H, W)`` and bool ``(n_d, N)``, formed as the
-    model was trained (``mode``: :func:`~uniseg_cli.models.heads.label_logits`; ``bias``: the dataset's
-    node offsets ``(N,)`` of a model trained with ``dataset_bias``)."""
+    model was trained (``mode``: :func:`~uniseg_cli.models.heads.label_logits`)."""
     import torch
 
     from uniseg_cli.models.heads import label_logits
 
-    if bias is not None:
-        unified = unified + torch.as_tensor(np.asarray(bias), dtype=unified.dtype, device=unified.device)[:, None, None]
     m = torch.as_tensor(np.asarray(mapping, dtype=np.float32), device=unified.device)
     return label_logits(unified, m, mode)
 
@@ -299,7 +295,6 @@ class Predictor:
         mean, std: input normalisation of [0, 1] RGB.
         source: where the model came from (for the report).
         label_logits: how a dataset label's logit is formed from its nodes' (as in training).
-        dataset_bias: each training dataset's node offsets ``(N,)`` (models trained with ``dataset_bias``).
     """
 
     forward: Callable
@@ -309,7 +304,6 @@ class Predictor:
     std: Sequence[float] = IMAGENET_STD
     source: str = ""
     label_logits: str = "sum"
-    dataset_bias: dict = dataclasses.field(default_factory=dict)  # dataset name -> node offsets (N,), if trained
 
 
 def space_classes(tax, space: str) -> tuple[list[str], np.ndarray | None, np.ndarray]:
@@ -363,8 +357,7 @@ def run_predict(predictor: Predictor, items: Sequence[ImageItem], out: str | Pat
                              hint="the training artifact is inconsistent; rebuild it with `uniseg train --force`.")
         logits = logits.masked_fill(masked[:, None, None], float("-inf"))  # inactive nodes are never predicted
         if mapping is not None:
-            logits = dataset_logits(logits.masked_fill(masked[:, None, None], 0.0), mapping, predictor.label_logits,
-                                    predictor.dataset_bias.get(params.space))
+            logits = dataset_logits(logits.masked_fill(masked[:, None, None], 0.0), mapping, predictor.label_logits)
         label = logits.argmax(dim=0).cpu().numpy()
         it = items[k]
         img = images.pop(k)
@@ -414,11 +407,8 @@ def load_predictor(train, device: str = "auto", taxonomy_file: str | Path | None
     info = model.meta.get("model", {})
     mean = [v / 255.0 for v in info.get("mean", NORM_MEAN)]
     std = [v / 255.0 for v in info.get("std", NORM_STD)]
-    bias = {} if model.head.bias is None else {d: model.head.bias[i].detach().cpu().numpy()
-                                                 for i, d in enumerate(model.datasets)}
     return Predictor(forward=model.unified_logits, taxonomy=tax, device=str(dev), mean=mean, std=std,
-                     source=str(getattr(train, "path", train)), label_logits=model.head.label_logits,
-                     dataset_bias=bias)
+                     source=str(getattr(train, "path", train)), label_logits=model.head.label_logits)
 
 
 def check_space(train, space: str) -> None:

@@ -93,7 +93,6 @@ class Params:
     link_min_presence: float = 0.002  # reestimate: ... and u takes >= this share of the dataset's labelled pixels
     link_cosine: bool = True  # reestimate: measure with L2-normalised prototypes (no node wins by its norm alone)
     label_logits: str = "sum"  # a label's logit from its nodes': sum (paper Eq. 4-5) or logsumexp (its probability is theirs summed)
-    dataset_bias: bool = False  # stage 3: a per-dataset offset of each node's logit in that dataset's label space (not in the paper)
     final_unmapped_negatives: float = 0.2  # stage 3: weight of a CE where a dataset's unused nodes are negatives (0: reference)
     final_loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # stage-3 CE weight per dataset
     held_out_split: str | None = None  # split for pruning and pixel shares (default: each dataset's val split)

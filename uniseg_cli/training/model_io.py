@@ -6,7 +6,6 @@
     {"model": {"schema": "uniseg.model/1", "kind": "unified",
                "segmenter": {SegmenterConfig fields}, "num_nodes": N, "embed_dim": D,
                "label_logits": "sum" or "logsumexp",   # absent in older models: sum
-               "dataset_bias": true or false,          # per-dataset node offsets; absent in older models: false
                "datasets": [[name, [class names, in id order]], ...],   # training datasets, in order
                "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},   # 0..255 RGB
      "config": {resolved train params}, "run_id": "...", ...}
@@ -81,7 +80,7 @@ def save_unified_model(directory: str | Path, segmenter, head, datasets: Mapping
     seg_cfg = segmenter.config.to_dict() if hasattr(segmenter.config, "to_dict") else dataclasses.asdict(segmenter.config)
     meta = {"model": {"schema": MODEL_SCHEMA, "kind": "unified", "segmenter": seg_cfg,
                       "num_nodes": int(head.num_nodes), "embed_dim": int(head.prototypes.shape[1]),
-                      "label_logits": head.label_logits, "dataset_bias": head.bias is not None,
+                      "label_logits": head.label_logits,
                       "datasets": [[k, list(v)] for k, v in datasets.items()],  # a list: JSON keys get sorted
                       "mean": list(NORM_MEAN), "std": list(NORM_STD)},
             "run_id": run_id, "config": config or {}, **(extra or {})}
@@ -118,8 +117,7 @@ def load_unified_model(src, device: str | torch.device = "cpu") -> UnifiedModel:
         raise ArtifactError(f"{d / 'model.json'}: model.label_logits {mode!r} is not one of {', '.join(LABEL_LOGITS)}",
                             hint=hint)
     seg = build_segmenter(seg_cfg)
-    head = UniSegHead(n_nodes, seg_cfg.embed_dim, num_classes=sizes, label_logits=mode,
-                      dataset_bias=bool(m.get("dataset_bias", False)))  # absent in older models: none
+    head = UniSegHead(n_nodes, seg_cfg.embed_dim, num_classes=sizes, label_logits=mode)
     model = UnifiedModel(seg, head, datasets, meta)
     state = {k: v for k, v in tensors.items() if k.startswith(("segmenter.", "head."))}
     missing, unexpected = model.load_state_dict(state, strict=False)

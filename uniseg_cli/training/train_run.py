@@ -62,8 +62,7 @@ def to_stage3(task2, hooks2, p, names):
 
     maps = hooks2.solve()
     protos = task2.gnn_prototypes_eval()
-    head = UniSegHead(task2.head.num_nodes, protos.shape[1], maps, label_logits=p.label_logits,
-                      dataset_bias=p.dataset_bias).to(protos.device)
+    head = UniSegHead(task2.head.num_nodes, protos.shape[1], maps, label_logits=p.label_logits).to(protos.device)
     head.set_prototypes(protos, trainable=True)
     task3 = UnifiedTask(task2.segmenter, head, None, [p.final_loss_weights.get(n, 1.0) for n in names],
                         ohem={"thresh": p.ohem_thresh, "min_kept_ratio": p.ohem_min_kept}, dataset_names=names)

@@ -125,7 +125,7 @@ class UnifiedTask(nn.Module):
 
         outs = []
         for d, idx in split_by_dataset(dataset_idx):
-            z = self.head.with_bias(self.head.unified_logits(emb[idx]), d)  # (b, N, h, w)
+            z = self.head.unified_logits(emb[idx])  # (b, N, h, w)
             m = self.head.mapping(d).to(z.dtype)  # (n_d, N)
             logits = self.head.map_logits(z, m)
             free = m.sum(dim=0) == 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures a CPU machine cannot give, in one run (about 6 minutes on one H200):
+# The GPU figures a CPU machine cannot give, in one run (about 2 minutes on one H200):
 #   1. the paper preset's training step: hrnet_w48, 768x768 crops, 3 images x 7 datasets, 448 labels,
 #      N = 231, AMP; stage 1 against the stage-2 GNN and SEG phases and stage 3 (bench/train.py);
 #   2. embed-labels with a random-init model of llama-2-7b's shape in bf16 (bench/embed.py);

@@ -43,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_eval import language_merge, merge_mappings, own_miou, space_hists, unseen_miou_pct  # noqa: E402
+import quality_models  # noqa: E402
 from quality_models import (  # noqa: E402
     demo_budget,
     multihead_model,
@@ -225,10 +226,7 @@ def main() -> None:
                     help="segmentation backbone of every method (default: the demo pipeline's, tiny)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
-    if args.backbone:
-        import quality_models
-
-        quality_models.BACKBONE = args.backbone
+    quality_models.use_backbone(args.backbone)
     results = []
     t0 = time.time()
     for w in [w.strip() for w in args.worlds.split(",") if w.strip()]:

@@ -30,6 +30,12 @@ DEMO_PIPELINE = Path(__file__).resolve().parent.parent / "pipeline.yaml"
 BACKBONE: str | None = None
 
 
+def use_backbone(name: str | None) -> None:
+    """Give every method ``name`` as its segmentation backbone (None: the demo pipeline's)."""
+    global BACKBONE
+    BACKBONE = name or None
+
+
 def demo_sections() -> dict:
     import yaml
 

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import Method, score, taxonomy_scores, world  # noqa: E402
+import quality_models  # noqa: E402
 from quality_models import demo_budget, demo_sections, run_stage, split_budget, uniseg_model  # noqa: E402
 
 from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
@@ -60,10 +61,7 @@ def main() -> None:
     ap.add_argument("--world", default="default", choices=("default", "anonymized"))
     ap.add_argument("--backbone", default=None, help="segmentation backbone (default: the demo pipeline's, tiny)")
     args = ap.parse_args()
-    if args.backbone:
-        import quality_models
-
-        quality_models.BACKBONE = args.backbone
+    quality_models.use_backbone(args.backbone)
     for text in args.variants:
         try:
             over = json.loads(text)

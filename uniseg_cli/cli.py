@@ -191,7 +191,7 @@ def _run_stage(
     root = A.artifacts_root(artifacts or (p.artifacts if p else None))
     spec = S.get_stage(name)
     # the flags first: a bad value is named before datasets, synth and upstream artifacts are looked at
-    build_params(spec.params_cls, p.sections.get(name, {}) if p is not None else {}, flags, where=name)
+    params = build_params(spec.params_cls, p.sections.get(name, {}) if p is not None else {}, flags, where=name)
     if datasets:
         ds = [_dataset_arg(d) for d in datasets]
     elif p is not None:
@@ -213,7 +213,7 @@ def _run_stage(
     ups = S.resolve_upstream(spec, inputs or {}, root)
     ctx = stage_context(
         p, name, flags=flags, inputs=ups, datasets=ds, root=root, force=force, argv=["uniseg", *sys.argv[1:]],
-        extra_inputs=extra_inputs,
+        extra_inputs=extra_inputs, params=params,
     )
     if dry_run:
         from uniseg_cli.config import to_dict

@@ -265,10 +265,13 @@ def stage_context(
     force: bool,
     argv: list[str] | None = None,
     extra_inputs: list[A.InputRef] | None = None,
+    params: Any = None,
 ) -> S.StageContext:
+    """The stage's context; ``params`` (already built from the section and ``flags``) skips building them."""
     spec = S.get_stage(name)
-    section = p.sections.get(name, {}) if p is not None else {}
-    params = build_params(spec.params_cls, section, flags or {}, where=name)
+    if params is None:
+        section = p.sections.get(name, {}) if p is not None else {}
+        params = build_params(spec.params_cls, section, flags or {}, where=name)
     ctx = S.StageContext(
         spec=spec, params=params, inputs=inputs, datasets=datasets, root=root, force=force,
         extra_inputs=list(extra_inputs or []),

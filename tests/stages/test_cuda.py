@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from uniseg_cli import artifacts as A
 
@@ -85,8 +86,6 @@ def test_predict_on_cuda_agrees_with_the_cpu(tmp_path, _artifacts_root):
         pred = load_predictor(art.path, device=device)
         res = run_predict(pred, collect_images(paths), tmp_path / device,
                           PredictParams(space="city", overlay=False, tile=32))
-        from PIL import Image
-
         labels[device] = [np.asarray(Image.open(e["label"])) for e in res["images"]]
     for a, b in zip(labels["cpu"], labels["cuda"]):
         assert a.shape == b.shape and (a == b).mean() > 0.99

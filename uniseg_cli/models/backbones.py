@@ -86,19 +86,15 @@ class BackboneSpec:
     builder: Callable[[], Backbone] | None = None
 
 
-def _tiny() -> Backbone:
-    return Backbone(TinyBody(), [24, 32, 48], [4, 8, 16])
-
-
-def _tiny_wide() -> Backbone:
-    return Backbone(TinyBody((48, 64, 96)), [48, 64, 96], [4, 8, 16])
+def _tiny(widths: tuple[int, int, int] = (24, 32, 48)) -> Backbone:
+    return Backbone(TinyBody(widths), list(widths), [4, 8, 16])
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         BackboneSpec("tiny", "pure-torch 3-level CNN (24/32/48 ch), tests and CPU demos", builder=_tiny),
-        BackboneSpec("tiny-wide", "the tiny CNN at twice the width (48/64/96 ch, ~4x the compute)", builder=_tiny_wide),
+        BackboneSpec("tiny-wide", "the tiny CNN at twice the width (48/64/96 ch, ~4x the compute)", builder=lambda: _tiny((48, 64, 96))),
         # HRNetV2 branches at strides 4..32 (48+96+192+384 = 720 channels): the paper's backbone.
         BackboneSpec("hrnet_w48", "HRNetV2-W48 (timm), the paper's backbone, 720 channels",
                      "hrnet_w48", {"feature_location": "", "out_indices": (1, 2, 3, 4)}),

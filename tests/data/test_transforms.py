@@ -9,6 +9,7 @@ from uniseg_cli.data.transforms import (
     EvalTransform,
     TrainTransform,
     TrainTransformConfig,
+    channel_shift,
     color_jitter,
     label_to_tensor,
     public_code_short_sides,
@@ -117,3 +118,35 @@ def test_bad_config_is_rejected():
         TrainTransformConfig(scale_mode="choice")
     with pytest.raises(ValueError):
         TrainTransformConfig(ratio_range=(2.0, 1.0))
+    with pytest.raises(ValueError, match="channel_gain"):
+        TrainTransformConfig(channel_gain=1.0)
+    with pytest.raises(ValueError, match="channel_offset"):
+        TrainTransformConfig(channel_offset=-1)
+
+
+def test_channel_shift_moves_each_channel_within_its_bounds():
+    img = np.full((8, 8, 3), 100, np.uint8)
+    rng = np.random.default_rng(0)
+    seen = []
+    for _ in range(50):
+        out = channel_shift(img, rng, gain=0.1, offset=12)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        v = out[0, 0].astype(float)
+        assert np.all(v >= 100 * 0.9 - 12 - 1) and np.all(v <= 100 * 1.1 + 12 + 1)
+        assert np.all(out == out[0, 0])  # one gain and offset per channel, the same for every pixel
+        seen.append(v)
+    seen = np.array(seen)
+    assert seen.std(axis=0).min() > 3  # every channel moves ...
+    assert np.abs(np.corrcoef(seen.T)[0, 1]) < 0.6  # ... on its own (a cast, not a brightness change)
+
+
+def test_channel_shift_keeps_the_label_and_is_off_by_default():
+    img, lab = _pair(seed=2)
+    base = TrainTransformConfig(crop_size=(24, 40), scale_mode="none", color_jitter=False, flip_prob=0.5)
+    shifted = TrainTransformConfig(crop_size=(24, 40), scale_mode="none", color_jitter=False, flip_prob=0.5,
+                                   channel_gain=0.2, channel_offset=20)
+    i0, l0 = TrainTransform(base)(img, lab, 255, np.random.default_rng(5))
+    i1, l1 = TrainTransform(shifted)(img, lab, 255, np.random.default_rng(5))
+    assert np.array_equal(l0, l1)  # crop and flip draw the same numbers; the shift comes after them
+    assert not np.array_equal(i0, i1)
+    assert np.abs(i0.astype(int) - i1.astype(int)).max() <= 0.2 * 255 + 20 + 1

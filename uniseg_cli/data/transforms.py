@@ -1,8 +1,9 @@
 """Train and evaluation transforms, applied identically to an image and its label map.
 
 Order (as the public code's dataset mapper): random short-side resize → random crop (ignore
-padding; optional "no class over ``cat_max_ratio`` of the crop") → colour jitter → horizontal flip.
-Normalisation (ImageNet mean/std in 0..255 RGB) happens when the sample becomes a tensor.
+padding; optional "no class over ``cat_max_ratio`` of the crop") → colour jitter → horizontal flip
+→ optional per-channel gain/offset shift (``channel_gain``/``channel_offset``; off by default, and
+when off the random stream is exactly the one without it). Normalisation (ImageNet mean/std in 0..255 RGB) happens when the sample becomes a tensor.
 
 Resize settings:
 - ``scale_mode="ratio"`` (the paper's "random resize ratio 0.5 to 2"): the new short side is
@@ -43,6 +44,11 @@ class TrainTransformConfig:
     cat_max_tries: int = 10
     flip_prob: float = 0.5
     color_jitter: bool = True
+    # per-channel colour shift after the flip: each of R, G, B is scaled by 1 + U(-gain, gain) and
+    # shifted by U(-offset, offset). It blurs a dataset's colour cast, so a head learns the object
+    # rather than "the camera of dataset X" (estimate-nodes stage 1 uses it; 0 turns it off)
+    channel_gain: float = 0.0
+    channel_offset: float = 0.0
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
 
@@ -53,6 +59,10 @@ class TrainTransformConfig:
             raise ValueError("scale_mode 'choice' needs short_sides")
         if self.ratio_range[0] <= 0 or self.ratio_range[0] > self.ratio_range[1]:
             raise ValueError(f"bad ratio_range {self.ratio_range}")
+        if not 0.0 <= self.channel_gain < 1.0:
+            raise ValueError(f"channel_gain must lie in [0, 1) (a share of each channel), got {self.channel_gain}")
+        if self.channel_offset < 0:
+            raise ValueError(f"channel_offset must be >= 0 (grey levels), got {self.channel_offset}")
 
 
 def resize(image: np.ndarray, label: np.ndarray | None,
@@ -145,6 +155,13 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def channel_shift(image: np.ndarray, rng: np.random.Generator, gain: float, offset: float) -> np.ndarray:
+    """Scale each colour channel by ``1 + U(-gain, gain)`` and add ``U(-offset, offset)`` grey levels."""
+    g = 1.0 + rng.uniform(-gain, gain, size=3).astype(np.float32)
+    o = rng.uniform(-offset, offset, size=3).astype(np.float32)
+    return np.clip(image.astype(np.float32) * g + o, 0, 255).astype(np.uint8)
+
+
 class TrainTransform:
     """Random resize, crop, jitter and flip of an (image, label) pair.
 
@@ -174,6 +191,8 @@ class TrainTransform:
             image = color_jitter(image, rng)
         if rng.random() < c.flip_prob:
             image, label = image[:, ::-1], label[:, ::-1]
+        if c.channel_gain > 0 or c.channel_offset > 0:
+            image = channel_shift(image, rng, c.channel_gain, c.channel_offset)
         return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 

@@ -114,6 +114,8 @@ def test_bad_inputs_fail_before_training(world, cli):
     assert code == 2 and "nosuch" in err
     code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--tau", "2")
     assert code == 2 and "tau" in err
+    code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--channel-gain", "1")
+    assert code == 2 and "channel_gain must lie in [0, 1)" in err
 
 
 @pytest.mark.slow

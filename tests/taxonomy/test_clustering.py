@@ -279,3 +279,52 @@ def test_appearance_support_gates_union_parts_and_pairs():
     support[1, 6] = support[6, 1] = 0.0
     gated = estimate_nodes(hist, ["A", "B"], ClusterParams(min_generic_share=0.1), support=support)
     assert all(len(mem) == 1 for mem in gated.nodes())
+
+
+def test_union_leaves_out_a_part_the_coarse_head_only_guesses():
+    """A: road, sky; B: Road, Lane Marking, Terrain, Sky. A has no terrain label, so its head calls
+    60 % of B's terrain "road" (a forced guess), against 97-98 % for the true parts."""
+    hist = [[np.diag([100.0, 100.0]), np.array([[70.0, 15.0, 10.0, 5.0], [0.0, 0.0, 0.0, 100.0]])],
+            [np.array([[98.0, 2.0], [97.0, 3.0], [60.0, 40.0], [0.0, 100.0]]), np.diag([100.0] * 4)]]
+    res = estimate_nodes(hist, ["A", "B"], ClusterParams(unions=True))
+    assert res.unions == [{"label": (0, 0), "parts": [(1, 0), (1, 1)], "cover": 0.85}]
+    loose = estimate_nodes(hist, ["A", "B"], ClusterParams(unions=True, union_min_back=0.5))
+    assert loose.unions[0]["parts"] == [(1, 0), (1, 1), (1, 2)]  # the old default took terrain in
+
+
+def _three_way(r_ab: float, r_ac: float = 0.95, r_bc: float = 0.95):
+    """Datasets A, B, C with labels (x, y): x is one concept in all three, A's x and B's x are
+    predicted as each other at rate ``r_ab`` (both ways); every y is its own (heads split it 50/50)."""
+    r = {(0, 1): r_ab, (0, 2): r_ac, (1, 2): r_bc}
+    hist = [[None] * 3 for _ in range(3)]
+    for a in range(3):
+        for b in range(3):
+            rate = 0.95 if a == b else r[(min(a, b), max(a, b))]
+            y_row = [5.0, 95.0] if a == b else [50.0, 50.0]
+            hist[a][b] = np.array([[100 * rate, 100 * (1 - rate)], y_row])
+    return hist
+
+
+def test_appearance_gate_admits_a_label_through_a_chain_of_support():
+    # x looks alike between A and B and between B and C, but A's and C's domains are far apart
+    support = np.ones((6, 6))
+    support[0, 4] = support[4, 0] = 0.0
+    res = estimate_nodes(_three_way(0.95), list("ABC"), ClusterParams(min_generic_share=0.15), support=support)
+    assert ((0, 0), (1, 0), (2, 0)) in res.clusters  # C's x joins through B's
+    # a pair on its own still needs the support: with B's x gone, A's and C's are never merged
+    support[2, :] = support[:, 2] = 0.0  # B's x (global id 2) now looks like nothing
+    res = estimate_nodes(_three_way(0.95), list("ABC"), ClusterParams(min_generic_share=0.15), support=support)
+    assert all(not ({(0, 0), (2, 0)} <= set(m)) for m in res.clusters)
+
+
+def test_grow_from_admissible_finds_a_cluster_whose_one_pair_is_just_over_the_pair_cost():
+    hist = _three_way(0.89)  # cost(A.x, B.x) = 0.95 - 0.89 = 0.06 > 0.05; the other two pairs cost 0
+    plain = estimate_nodes(hist, list("ABC"), ClusterParams())
+    assert all(len(m) == 2 for m in plain.clusters) and len(plain.clusters) == 1
+    grown = estimate_nodes(hist, list("ABC"), ClusterParams(grow_from_admissible=True))
+    assert grown.clusters == [((0, 0), (1, 0), (2, 0))]
+    assert abs(grown.cluster_costs[0] - 0.04) < 1e-9  # 2 x (0.95 - (0.95 + 0.89 + 0.95) / 3)
+    # the pair candidates themselves stay the cheap valid ones: no three-way cluster, no costly pair
+    two = [h[:2] for h in hist[:2]]
+    alone = estimate_nodes(two, ["A", "B"], ClusterParams(grow_from_admissible=True))
+    assert alone.clusters == []

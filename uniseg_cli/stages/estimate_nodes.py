@@ -71,6 +71,8 @@ class Params:
     checkpoint_every: int = 100  # iterations between resumable checkpoints (0: only at the end)
     workers: int = 0  # data-loader worker processes
     seed: int = 0  # random seed (batches, augmentation, init)
+    channel_gain: float = 0.0  # stage-1 augmentation: scale each colour channel by 1 + U(-g, g) (0: off)
+    channel_offset: float = 0.0  # ... and shift it by U(-o, o) grey levels (0: off)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     # ---- held-out confusion
     confusion_split: str | None = None  # split to measure the confusion on (default: each dataset's val split)
@@ -94,9 +96,10 @@ class Params:
     generic_max_pixels: int = 20000  # ... and at most this many per dataset (the transfer is quadratic in them)
     min_generic_share: float = 0.0  # a merge (or union part) needs this appearance support both ways' max (0: off)
     unions: bool = False  # link a coarse label to the nodes of the finer labels it is the union of
-    union_min_back: float = 0.5  # union part f: the coarse label's head calls >= this share of f's pixels c
+    union_min_back: float = 0.8  # union part f: the coarse label's head calls >= this share of f's pixels c
     union_min_part: float = 0.005  # ... and f's head calls >= this share of the coarse label's pixels f
     union_cover: float = 0.8  # the parts together take >= this share of the coarse label's pixels
+    grow_from_admissible: bool = False  # clusters of 3+ grow from (and over) every admissible pair, judged by their cost
 
     def validate(self) -> None:
         if self.iters < 1 and not self.multihead:
@@ -123,6 +126,9 @@ class Params:
             raise ValueError(f"generic_spread must be > 0, got {self.generic_spread}")
         if self.generic_crop % 4 or self.generic_crop < 16:
             raise ValueError(f"generic_crop must be a multiple of 4 and >= 16, got {self.generic_crop}")
+        if not 0 <= self.channel_gain < 1 or self.channel_offset < 0:
+            raise ValueError(f"channel_gain must lie in [0, 1) and channel_offset be >= 0, "
+                             f"got {self.channel_gain} and {self.channel_offset}")
         if self.min_generic_share > 0 and self.generic_iters == 0:
             raise ValueError("min_generic_share needs the appearance evidence: set generic_iters > 0")
         self.cluster_params().validate()
@@ -133,7 +139,8 @@ class Params:
                              max_new_nodes=tuple(self.max_new_nodes), time_limit_s=self.mip_time_limit_s,
                              min_centroid_cos=self.min_centroid_cos, min_generic_share=self.min_generic_share,
                              unions=self.unions, union_min_back=self.union_min_back,
-                             union_min_part=self.union_min_part, union_cover=self.union_cover)
+                             union_min_part=self.union_min_part, union_cover=self.union_cover,
+                             grow_from_admissible=self.grow_from_admissible)
 
 
 def work_dir(ctx: StageContext) -> Path:

@@ -208,7 +208,8 @@ def train_multihead(p, data: Sequence[DatasetData], dist, work: Path, config: di
     model.segmenter.config = dataclasses.replace(model.segmenter.config, pretrained=False)  # weights now live in our checkpoints
     names = [d.name for d in data]
     task = Stage1Task(model, names, [p.loss_weights.get(n, 1.0) for n in names], p.ohem_thresh, p.ohem_min_kept)
-    tf = TrainTransformConfig(crop_size=(p.crop_size, p.crop_size))
+    tf = TrainTransformConfig(crop_size=(p.crop_size, p.crop_size), channel_gain=p.channel_gain,
+                              channel_offset=p.channel_offset)
     adapters = [d.adapter for d in data]
 
     def batches(start: int):

@@ -69,9 +69,12 @@ class ClusterParams:
     min_centroid_cos: float = 0.0  # a pair also needs this cosine between the labels' mean pixel embeddings (0: off, public code)
     min_generic_share: float = 0.0  # a pair (and a union part) needs this appearance support (evidence.py; 0: off)
     unions: bool = False  # link a coarse label to the nodes of the finer labels it is the union of (off: public code)
-    union_min_back: float = 0.5  # union part f of dataset B: the coarse label's head calls >= this share of f's pixels c
+    union_min_back: float = 0.8  # union part f of dataset B: the coarse label's head calls >= this share of f's pixels c
     union_min_part: float = 0.005  # ... and B's head calls >= this share of c's pixels f
     union_cover: float = 0.8  # the parts together take >= this share of c's pixels
+    # clusters of 3+ grow from every admissible pair and over admissible pairs, judged by the
+    # extension cost alone (off: the public code, which grows only from and over cheap valid pairs)
+    grow_from_admissible: bool = False
 
     def validate(self) -> None:
         if not 0.0 <= self.tau <= 1.0:
@@ -214,8 +217,10 @@ def global_rates(rates) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def valid_pairs(R: np.ndarray, acc: np.ndarray, src: np.ndarray, p: ClusterParams,
-                cos: np.ndarray | None = None, support: np.ndarray | None = None) -> np.ndarray:
-    """Bool (L, L), symmetric: admissible pairs of different datasets whose cost ≤ the pair threshold.
+                cos: np.ndarray | None = None, support: np.ndarray | None = None,
+                cost_cut: bool = True) -> np.ndarray:
+    """Bool (L, L), symmetric: admissible pairs of different datasets whose cost ≤ the pair threshold
+    (``cost_cut=False``: every admissible pair, whatever its cost).
 
     With ``cos`` (L, L) and ``p.min_centroid_cos > 0`` a pair must also look alike: the cosine of
     the two labels' mean pixel embeddings on held-out images must reach the threshold. This rules
@@ -233,6 +238,8 @@ def valid_pairs(R: np.ndarray, acc: np.ndarray, src: np.ndarray, p: ClusterParam
         adm &= np.asarray(cos) >= p.min_centroid_cos
     if support is not None and p.min_generic_share > 0:
         adm &= np.asarray(support) >= p.min_generic_share
+    if not cost_cut:
+        return adm
     pair_cost = 0.5 * (acc[:, None] + acc[None, :]) - 0.5 * (R + R.T)
     # 1e-12: the cost of an exact tie is computed two ways; do not let rounding decide it
     return adm & (pair_cost <= p.pair_cost_threshold + 1e-12)
@@ -252,13 +259,30 @@ def grow_candidates(R, acc, src, offsets, p: ClusterParams, cos: np.ndarray | No
 
     Members are sorted by dataset; a size-k cluster is only extended with labels of datasets after
     its last member's, so every cluster is generated once (breadth-first over dataset tuples).
+
+    With the appearance gate (``support`` and ``p.min_generic_share > 0``) a pair candidate needs the
+    support between its two labels, and a label joins a larger cluster when the rates accept it with
+    *every* member and the appearance supports it with *at least one* (a chain): the support of two
+    labels of the same concept in two far-apart domains can be low while each is close to a third
+    dataset's label. With ``p.grow_from_admissible`` clusters of 3+ grow from every supported
+    admissible pair and over admissible pairs, judged by the extension cost alone: a true
+    three-dataset concept whose one pair costs just over ``pair_cost_threshold`` is still found,
+    while the pair candidates themselves stay the cheap valid ones.
     """
     V = valid_pairs(R, acc, src, p, cos, support)
-    gi, gj = np.nonzero(np.triu(V))
-    cl = np.stack([gi, gj], axis=1).astype(np.int64)
-    costs = 0.5 * (acc[gi] + acc[gj]) - 0.5 * (R[gi, gj] + R[gj, gi])
-    cl, costs = _keep_cheapest(cl, costs, p.cap(2))
+    gate = support is not None and p.min_generic_share > 0
+    grow_ok = valid_pairs(R, acc, src, p, cos, None, cost_cut=not p.grow_from_admissible)  # rates (and cos) only
+    linked = (np.asarray(support) >= p.min_generic_share) if gate else np.ones_like(V)
+
+    def pairs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gi, gj = np.nonzero(np.triu(mask))
+        pc = 0.5 * (acc[gi] + acc[gj]) - 0.5 * (R[gi, gj] + R[gj, gi])
+        return _keep_cheapest(np.stack([gi, gj], axis=1).astype(np.int64), pc, p.cap(2))
+
+    cl, costs = pairs(V)
     levels = [(cl, costs)]
+    if p.grow_from_admissible:
+        cl, _ = pairs(grow_ok & linked)  # the seeds of growth, not candidates themselves
     k_ds = len(offsets) - 1
     L = R.shape[0]
     while len(cl) and cl.shape[1] < k_ds:
@@ -266,7 +290,7 @@ def grow_candidates(R, acc, src, offsets, p: ClusterParams, cos: np.ndarray | No
         sub = R[cl[:, :, None], cl[:, None, :]]  # (m, k, k)
         sum_acc = acc[cl].sum(axis=1)  # (m,)
         sum_sub = sub.sum(axis=(1, 2))
-        allowed = V[cl].all(axis=1)  # (m, L): valid with every member
+        allowed = grow_ok[cl].all(axis=1) & linked[cl].any(axis=1)  # (m, L): rates accept every member, support one
         first_after = offsets[src[cl[:, -1]] + 1]  # only later datasets
         allowed &= np.arange(L)[None, :] >= first_after[:, None]
         ci, h = np.nonzero(allowed)

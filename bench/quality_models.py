@@ -106,7 +106,8 @@ def stage1_flags(iters: int) -> dict:
 
     A baseline uses only the stage-1 model, so it skips the appearance encoder (it would not change the model)."""
     flags = {**demo_sections().get("estimate-nodes", {}), "iters": iters}
-    flags.update(generic_iters=0, min_generic_share=0.0, unions=False)
+    flags.update(generic_iters=0, min_generic_share=0.0, unions=False, grow_from_admissible=False,
+                 channel_gain=0.0, channel_offset=0.0)  # the baselines as the paper trains them
     return flags
 
 

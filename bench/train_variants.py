@@ -9,7 +9,7 @@ dataset through the unseen protocol.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_variants.py '{}' '{"lr": 0.01}' \\
         '{"label_logits": "sum"}' '{"_est": {"iters": 3000}, "final_iters": 2200, "prune_at": 1100}' \\
-        [--out bench-out/quality] [--world default|anonymized] [--backbone tiny-wide]
+        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--backbone tiny-wide]
 
 With ``--out`` shared with bench/quality.py the demo's own artifacts are reused. About 2-4 min per train
 variant on 2 cores (plus stage 1 and the appearance encoder, about 4 min, when ``_est`` changes them).
@@ -31,8 +31,8 @@ from quality_models import demo_budget, demo_sections, run_stage, split_budget, 
 from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
 
 
-def run_variant(out: Path, anonymize: bool, over: dict) -> dict:
-    info, train_specs, unseen_specs = world(out, "demo", 0, anonymize)
+def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0) -> dict:
+    info, train_specs, unseen_specs = world(out, "demo", seed, anonymize)
     specs = [*train_specs, *unseen_specs]
     root = out / "artifacts"
     st = demo_sections()
@@ -59,6 +59,7 @@ def main() -> None:
                     help="JSON objects of train params (key _est: estimate-nodes params); default: the demo as is")
     ap.add_argument("--out", default="bench-out/quality", help="world and artifacts (share with bench/quality.py)")
     ap.add_argument("--world", default="default", choices=("default", "anonymized"))
+    ap.add_argument("--seed", type=int, default=0, help="world seed (the demo world is 0)")
     ap.add_argument("--backbone", default=None, help="segmentation backbone (default: the demo pipeline's, tiny)")
     args = ap.parse_args()
     quality_models.use_backbone(args.backbone)
@@ -69,7 +70,7 @@ def main() -> None:
             ap.error(f"variant {text!r} is not JSON ({e})")
         if not isinstance(over, dict):
             ap.error(f"variant {text!r} must be a JSON object")
-        r = run_variant(Path(args.out), args.world == "anonymized", over)
+        r = run_variant(Path(args.out), args.world == "anonymized", over, args.seed)
         own = ", ".join(f"{k} {v:.1f}" for k, v in r["own"].items())
         print(f"{json.dumps(over)}: F1 {r['f1']:.3f}, hard recall {r['hard_recall']}, nodes {r['nodes']}; "
               f"own space {own}; held-out {r['held_out']:.1f}  ({r['seconds']} s, {r['train']})", flush=True)

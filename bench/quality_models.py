@@ -83,8 +83,9 @@ def split_budget(budget: int) -> tuple[dict, dict]:
     return est, tr
 
 
-def uniseg_pipeline(root: Path, datasets, budget: int) -> dict:
-    """describe-labels -> embed-labels -> estimate-nodes -> train -> export-taxonomy; the artifacts by stage."""
+def uniseg_pipeline(root: Path, datasets, budget: int, train: bool = True) -> dict:
+    """describe-labels -> embed-labels -> estimate-nodes -> train -> export-taxonomy; the artifacts by stage
+    (``train=False``: the first three only)."""
     st = demo_sections()
     est, tr = split_budget(budget)
     out = {}
@@ -92,12 +93,14 @@ def uniseg_pipeline(root: Path, datasets, budget: int) -> dict:
     out["embed-labels"] = run_stage("embed-labels", root, datasets, st.get("embed-labels", {}),
                                     {"describe-labels": out["describe-labels"]})
     out["estimate-nodes"] = run_stage("estimate-nodes", root, datasets, est)
+    out["stage1_iters"] = int(est.get("iters", 300))
+    out["train_iters"] = budget - out["stage1_iters"]
+    if not train:
+        return out
     out["train"] = run_stage("train", root, datasets, tr,
                              {"embed-labels": out["embed-labels"], "estimate-nodes": out["estimate-nodes"]})
     out["export-taxonomy"] = run_stage("export-taxonomy", root, [], st.get("export-taxonomy", {}),
                                        {"train": out["train"]})
-    out["stage1_iters"] = int(est.get("iters", 300))
-    out["train_iters"] = budget - out["stage1_iters"]
     return out
 
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import language_taxonomy, taxonomy_scores, world  # noqa: E402
 import quality_models  # noqa: E402
-from quality_models import demo_budget, demo_sections, run_stage, split_budget  # noqa: E402
+from quality_models import demo_budget, uniseg_pipeline  # noqa: E402
 
 from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
 
@@ -62,25 +62,17 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_one(out: Path, seed: int, kind: str, init_only: bool, language: bool) -> dict:
     info, train_specs, unseen_specs = world(out, "demo", seed, kind == "anonymized")
-    specs = [*train_specs, *unseen_specs]
-    root = out / "artifacts"
-    st = demo_sections()
-    est, tr = split_budget(demo_budget())
     truth = read_taxonomy(info["truth"]).restrict([s.name for s in train_specs])
     t0 = time.time()
+    arts = uniseg_pipeline(out / "artifacts", [*train_specs, *unseen_specs], demo_budget(), train=not init_only)
     row: dict = {"seed": seed, "world": kind}
-    nodes = run_stage("estimate-nodes", root, specs, est)
-    row["init"] = taxonomy_scores(read_taxonomy(nodes.path / "init_mapping.parquet"), truth)
-    if not init_only or language:
-        desc = run_stage("describe-labels", root, specs, st.get("describe-labels", {}))
-        feats = run_stage("embed-labels", root, specs, st.get("embed-labels", {}), {"describe-labels": desc})
+    row["init"] = taxonomy_scores(read_taxonomy(arts["estimate-nodes"].path / "init_mapping.parquet"), truth)
     if not init_only:
-        train = run_stage("train", root, specs, tr, {"embed-labels": feats, "estimate-nodes": nodes})
-        tax = run_stage("export-taxonomy", root, [], st.get("export-taxonomy", {}), {"train": train})
-        row["final"] = taxonomy_scores(read_taxonomy(tax.path / "taxonomy.parquet"), truth)
-        row["picture"] = str(tax.path / "taxonomy.svg")
+        tax = arts["export-taxonomy"].path
+        row["final"] = taxonomy_scores(read_taxonomy(tax / "taxonomy.parquet"), truth)
+        row["picture"] = str(tax / "taxonomy.svg")
     if language:
-        lang, thr, _ = language_taxonomy(feats, train_specs, truth)
+        lang, thr, _ = language_taxonomy(arts["embed-labels"], train_specs, truth)
         row["language"] = dict(taxonomy_scores(lang, truth), threshold=thr)
     row["seconds"] = round(time.time() - t0, 1)
     return row

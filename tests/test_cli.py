@@ -129,25 +129,3 @@ def test_ctrl_c_exits_130_with_a_message_and_publishes_nothing(tmp_path):
     assert p.returncode == 130, err
     assert "Interrupted" in err and "Traceback" not in err
     assert [d.name for d in work.iterdir() if not d.name.startswith(".")] == []  # nothing published
-
-
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped KeyboardInterrupt
-def test_an_interrupt_swallowed_by_a_finalizer_is_raised_again():
-    import gc
-    import signal
-
-    from uniseg_cli import interrupts
-
-    class Finalizer:
-        def __del__(self):  # SIGINT landing here: Python prints "Exception ignored" and drops it
-            interrupts._on_sigint(signal.SIGINT, None)
-
-    try:
-        Finalizer()
-        gc.collect()
-        assert interrupts.requested()
-        with pytest.raises(KeyboardInterrupt):
-            interrupts.check()  # what the training loop calls before every step
-    finally:
-        interrupts.reset()
-    interrupts.check()  # no request: nothing raised

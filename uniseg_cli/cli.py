@@ -1024,9 +1024,6 @@ def main(argv: list[str] | None = None) -> None:
         import warnings
 
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    from uniseg_cli import interrupts
-
-    interrupts.install()
     try:
         code = app(args=argv, standalone_mode=False)
         # typer (not standalone) turns Ctrl-C into a returned 130 and any Exit into its returned code

@@ -59,7 +59,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from uniseg_cli import interrupts
 from uniseg_cli.errors import ArtifactError, UnisegError
 from uniseg_cli.training import checkpoint as C
 from uniseg_cli.training.distributed import DistContext, barrier, broadcast_module_buffers, wrap_ddp
@@ -325,7 +324,6 @@ class Trainer:
             batches = self.batches(self.iteration)
             with self.logger.display(self.stage, self.total, self.iteration, enabled=self.show_progress and self.dist.is_main) as disp:
                 while self.iteration < stop:
-                    interrupts.check()  # a Ctrl-C the garbage collector swallowed mid-step
                     self._one_iteration(batches, timer, disp)
             self.sync_buffers()
             self.save_checkpoint()

@@ -117,8 +117,11 @@ def test_ctrl_c_exits_130_with_a_message_and_publishes_nothing(tmp_path):
             "--artifacts", str(tmp_path / "a")]
     for n in ("citydrive", "vistadrive"):
         args += ["--dataset", str(tmp_path / "w" / n)]
+    # a shell that starts the suite in the background (`make test &`) leaves SIGINT ignored, and a child
+    # inherits that: give the child the default disposition, as an interactive terminal would
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "UNISEG_NO_PROGRESS": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "UNISEG_NO_PROGRESS": "1"},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     work = tmp_path / "a" / "node-estimate"
     deadline = time.time() + 120
     while time.time() < deadline and not (work.is_dir() and any(work.glob(".work-*"))):

@@ -16,8 +16,8 @@ issue's targets (F1 >= 0.95 and hard recall >= 0.8 on the default names, F1 >= 0
     OMP_NUM_THREADS=1 .venv/bin/python bench/worlds.py [--seeds 0-9] [--worlds default,anonymized]
         [--out bench-out/worlds] [--init-only] [--language] [--json]
 
-About 6-7 min per world on 2 cores with two processes running (``--init-only`` skips the train stage,
-a bit under half of that). Two processes with disjoint ``--seeds`` and the same ``--out`` share the 2
+7.5-14 min per world on 2 cores with two or three processes running (``--init-only`` skips the train
+stage, a bit under half of that). Two processes with disjoint ``--seeds`` and the same ``--out`` share the 2
 cores well.
 """
 from __future__ import annotations

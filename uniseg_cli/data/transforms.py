@@ -3,7 +3,8 @@
 Order (as the public code's dataset mapper): random short-side resize → random crop (ignore
 padding; optional "no class over ``cat_max_ratio`` of the crop") → colour jitter → horizontal flip
 → optional per-channel gain/offset shift (``channel_gain``/``channel_offset``; off by default, and
-when off the random stream is exactly the one without it). Normalisation (ImageNet mean/std in 0..255 RGB) happens when the sample becomes a tensor.
+when off the random stream is exactly the one without it). Normalisation (ImageNet mean/std in
+0..255 RGB) happens when the sample becomes a tensor.
 
 Resize settings:
 - ``scale_mode="ratio"`` (the paper's "random resize ratio 0.5 to 2"): the new short side is

@@ -126,12 +126,17 @@ class Params:
             raise ValueError(f"generic_spread must be > 0, got {self.generic_spread}")
         if self.generic_crop % 4 or self.generic_crop < 16:
             raise ValueError(f"generic_crop must be a multiple of 4 and >= 16, got {self.generic_crop}")
-        if not 0 <= self.channel_gain < 1 or self.channel_offset < 0:
-            raise ValueError(f"channel_gain must lie in [0, 1) and channel_offset be >= 0, "
-                             f"got {self.channel_gain} and {self.channel_offset}")
+        self.transform_config()  # the crop and channel-shift settings check themselves
         if self.min_generic_share > 0 and self.generic_iters == 0:
             raise ValueError("min_generic_share needs the appearance evidence: set generic_iters > 0")
         self.cluster_params().validate()
+
+    def transform_config(self):
+        """Stage 1's training transform (crop size and the channel shift)."""
+        from uniseg_cli.data.transforms import TrainTransformConfig
+
+        return TrainTransformConfig(crop_size=(self.crop_size, self.crop_size), channel_gain=self.channel_gain,
+                                    channel_offset=self.channel_offset)
 
     def cluster_params(self) -> ClusterParams:
         return ClusterParams(tau=self.tau, pair_cost_threshold=self.pair_cost_threshold,

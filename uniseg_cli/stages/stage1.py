@@ -198,7 +198,6 @@ def train_multihead(p, data: Sequence[DatasetData], dist, work: Path, config: di
         (the trained model, {iterations, resumed_from, last (losses), seconds}).
     """
     from uniseg_cli.data.loader import make_train_loader
-    from uniseg_cli.data.transforms import TrainTransformConfig
     from uniseg_cli.models import SegmenterConfig
     from uniseg_cli.training.engine import OptimConfig, Phase, Trainer
 
@@ -208,8 +207,7 @@ def train_multihead(p, data: Sequence[DatasetData], dist, work: Path, config: di
     model.segmenter.config = dataclasses.replace(model.segmenter.config, pretrained=False)  # weights now live in our checkpoints
     names = [d.name for d in data]
     task = Stage1Task(model, names, [p.loss_weights.get(n, 1.0) for n in names], p.ohem_thresh, p.ohem_min_kept)
-    tf = TrainTransformConfig(crop_size=(p.crop_size, p.crop_size), channel_gain=p.channel_gain,
-                              channel_offset=p.channel_offset)
+    tf = p.transform_config()
     adapters = [d.adapter for d in data]
 
     def batches(start: int):

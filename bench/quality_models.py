@@ -155,12 +155,13 @@ def uniseg_model(train_art: A.Artifact) -> SpaceModel:
 # --------------------------------------------------------------------------------------------- language-only
 
 
-def train_fixed_mapping(root: Path, train_specs, tax, budget: int, arts: dict) -> SpaceModel:
+def train_fixed_mapping(root: Path, train_specs, tax, budget: int, arts: dict, over: dict | None = None) -> SpaceModel:
     """The language-only baseline: a UniSegHead with the given fixed mapping, trained like stage 3.
 
     Same budget as uniseg: it warm-starts from the same stage-1 segmenter (uniseg's estimate-nodes run)
     and trains segmenter and prototypes for the iterations uniseg spends in stages 2 and 3, mapping
-    fixed, no GNN, no pruning, the train stage's other settings. Cached under
+    fixed, no GNN, no pruning, the train stage's other settings (``over``: train params laid over the
+    demo's, as bench/train_variants.py lays them over uniseg's). Cached under
     ``<root>/bench-language/<hash>/``.
     """
     from uniseg_cli.models import UniSegHead, build_segmenter
@@ -174,13 +175,14 @@ def train_fixed_mapping(root: Path, train_specs, tax, budget: int, arts: dict) -
     names = [s.name for s in train_specs]
     maps = [np.asarray(tax.mapping(n), bool) for n in names]
     iters = arts["train_iters"]
+    train_flags = {**split_budget(budget)[1], **(over or {})}
     key = hashlib.sha256(json.dumps({"maps": [m.astype(int).tolist() for m in maps], "iters": iters,
-                                     "stage1": arts["estimate-nodes"].run_id, "train": split_budget(budget)[1]},
+                                     "stage1": arts["estimate-nodes"].run_id, "train": train_flags},
                                     sort_keys=True).encode()).hexdigest()[:12]
     out = Path(root) / "bench-language" / key
     if (out / "model.json").exists():
         return unified_space_model(load_unified_model(out, _device()))
-    tr = {k: v for k, v in split_budget(budget)[1].items() if k in {f.name for f in dataclasses.fields(Params)}}
+    tr = {k: v for k, v in train_flags.items() if k in {f.name for f in dataclasses.fields(Params)}}
     p = dataclasses.replace(Params(**tr), final_iters=iters, prune_at=0, num_phases=0)
     seg_cfg, seg_state, _ = read_stage1_segmenter(arts["estimate-nodes"])
     torch.manual_seed(p.seed)

@@ -9,7 +9,10 @@ dataset through the unseen protocol.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_variants.py '{}' '{"lr": 0.01}' \\
         '{"label_logits": "sum"}' '{"_est": {"iters": 3000}, "final_iters": 2200, "prune_at": 1100}' \\
-        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--backbone tiny-wide]
+        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--backbone tiny-wide] [--language]
+
+``--language`` also trains the language-only merge (bench/quality.py's) with each variant's train params,
+from the same stage-1 model, and prints its line beside uniseg's: a variant that helps both is no lead.
 
 With ``--out`` shared with bench/quality.py the demo's own artifacts are reused. About 2-4 min per train
 variant on 2 cores (plus stage 1 and the appearance encoder, about 4 min, when ``_est`` changes them).
@@ -24,14 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import Method, score, taxonomy_scores, world  # noqa: E402
+from quality import Method, language_taxonomy, score, taxonomy_scores, world  # noqa: E402
 import quality_models  # noqa: E402
-from quality_models import demo_budget, demo_sections, run_stage, split_budget, uniseg_model  # noqa: E402
+from quality_models import (demo_budget, demo_sections, run_stage, split_budget, train_fixed_mapping,  # noqa: E402
+                            uniseg_model)
 
 from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
 
 
-def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0) -> dict:
+def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language: bool = False) -> dict:
     info, train_specs, unseen_specs = world(out, "demo", seed, anonymize)
     specs = [*train_specs, *unseen_specs]
     root = out / "artifacts"
@@ -48,9 +52,27 @@ def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0) -> dict:
     truth = read_taxonomy(info["truth"]).restrict([s.name for s in train_specs])
     t = taxonomy_scores(read_taxonomy(tax.path / "taxonomy.parquet"), truth)
     r = score(Method("uniseg", {"uniseg": uniseg_model(train)}), train_specs, unseen_specs)
-    return {"variant": over, "train": str(train.path),
-            "seconds": round(time.time() - t0, 1), "f1": round(t["f1"], 3), "hard_recall": t["hard_recall"],
-            "nodes": t["nodes"], "own": r["table2"], "held_out": r["table3_unseen_mean"]}
+    row = {"variant": over, "train": str(train.path),
+           "seconds": round(time.time() - t0, 1), "f1": round(t["f1"], 3), "hard_recall": t["hard_recall"],
+           "nodes": t["nodes"], "own": r["table2"], "held_out": r["table3_unseen_mean"]}
+    if language:
+        t0 = time.time()
+        lang_tax, _, _ = language_taxonomy(feats, train_specs, truth)
+        arts = {"estimate-nodes": nodes, "train_iters": demo_budget() - int(est.get("iters", 300))}
+        model = train_fixed_mapping(root, train_specs, lang_tax, demo_budget(), arts,
+                                    {k: v for k, v in over.items() if k != "_est"})
+        lr = score(Method("language", {"language": model}), train_specs, unseen_specs)
+        lt = taxonomy_scores(lang_tax, truth)
+        row["language"] = {"seconds": round(time.time() - t0, 1), "f1": round(lt["f1"], 3),
+                           "hard_recall": lt["hard_recall"], "nodes": lt["nodes"], "own": lr["table2"],
+                           "held_out": lr["table3_unseen_mean"]}
+    return row
+
+
+def _line(r: dict, where: str) -> str:
+    own = ", ".join(f"{k} {v:.1f}" for k, v in r["own"].items())
+    return (f"F1 {r['f1']:.3f}, hard recall {r['hard_recall']}, nodes {r['nodes']}; own space {own}; "
+            f"held-out {r['held_out']:.2f}  ({r['seconds']} s{where})")
 
 
 def main() -> None:
@@ -61,6 +83,7 @@ def main() -> None:
     ap.add_argument("--world", default="default", choices=("default", "anonymized"))
     ap.add_argument("--seed", type=int, default=0, help="world seed (the demo world is 0)")
     ap.add_argument("--backbone", default=None, help="segmentation backbone (default: the demo pipeline's, tiny)")
+    ap.add_argument("--language", action="store_true", help="also train the language-only merge with each variant")
     args = ap.parse_args()
     quality_models.use_backbone(args.backbone)
     for text in args.variants:
@@ -70,10 +93,10 @@ def main() -> None:
             ap.error(f"variant {text!r} is not JSON ({e})")
         if not isinstance(over, dict):
             ap.error(f"variant {text!r} must be a JSON object")
-        r = run_variant(Path(args.out), args.world == "anonymized", over, args.seed)
-        own = ", ".join(f"{k} {v:.1f}" for k, v in r["own"].items())
-        print(f"{json.dumps(over)}: F1 {r['f1']:.3f}, hard recall {r['hard_recall']}, nodes {r['nodes']}; "
-              f"own space {own}; held-out {r['held_out']:.1f}  ({r['seconds']} s, {r['train']})", flush=True)
+        r = run_variant(Path(args.out), args.world == "anonymized", over, args.seed, args.language)
+        print(f"{json.dumps(over)}: uniseg {_line(r, ', ' + r['train'])}", flush=True)
+        if "language" in r:
+            print(f"{json.dumps(over)}: language-only {_line(r['language'], '')}", flush=True)
 
 
 if __name__ == "__main__":

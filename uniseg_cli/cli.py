@@ -656,6 +656,8 @@ def train_cmd(
     estimate: Annotated[Optional[str], _tr_opt("The node-estimate run (estimate-nodes): a path or run id [newest].", "--estimate")] = None,
     images_per_dataset: Annotated[Optional[int], _tr_opt("Images of every dataset per batch and rank [2; paper 3].", "--images-per-dataset")] = None,
     crop_size: Annotated[Optional[int], _tr_opt("Training crop size [64; paper 768].", "--crop-size")] = None,
+    channel_gain: Annotated[Optional[float], _tr_opt("Augment: scale each colour channel by 1+U(-g,g), 0 = off [0].", "--channel-gain")] = None,
+    channel_offset: Annotated[Optional[float], _tr_opt("Augment: shift each colour channel by U(-o,o) grey levels [0].", "--channel-offset")] = None,
     workers: Annotated[Optional[int], _tr_opt("Data-loader workers [0].", "--workers")] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -727,8 +729,8 @@ def train_cmd(
     from uniseg_cli.ui import out
 
     flags = dict(
-        images_per_dataset=images_per_dataset, crop_size=crop_size, workers=workers, seed=seed, device=device, lr=lr,
-        backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, warmup_iters=warmup_iters,
+        images_per_dataset=images_per_dataset, crop_size=crop_size, channel_gain=channel_gain,
+        channel_offset=channel_offset, workers=workers, seed=seed, device=device, lr=lr, backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, warmup_iters=warmup_iters,
         warmup_factor=warmup_factor, poly_power=poly_power, clip_grad_norm=clip_grad_norm, amp=amp,
         ohem_thresh=ohem_thresh, ohem_min_kept=ohem_min_kept, gnn_iters=gnn_iters, seg_iters=seg_iters,
         first_gnn_iters=first_gnn_iters, num_phases=num_phases, start_with=start_with, solve_every=solve_every,

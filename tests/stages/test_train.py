@@ -224,3 +224,29 @@ def test_logsumexp_label_logits_train_and_travel_with_the_model(tiny, tmp_path):
             torch.testing.assert_close(model.dataset_logits(x, d), label_logits(z, model.head.mapping(d), "logsumexp"))
     with pytest.raises(ValueError, match="label_logits must be sum or logsumexp"):
         Params(label_logits="max").validate()
+
+
+def test_channel_shift_reaches_the_train_batches_and_is_checked(tiny, cli):
+    import types
+
+    import torch
+
+    from uniseg_cli.stages.train import Params
+    from uniseg_cli.training.setup import batch_source, open_training_data
+
+    base, specs = tiny
+    train = [s for s in specs if s.role == "train"]
+    dist = types.SimpleNamespace(rank=0, world_size=1, device=torch.device("cpu"))
+
+    def first_batch(p):
+        return next(batch_source(open_training_data(train, p), p, dist)(0))
+
+    plain, shifted = Params(crop_size=32), Params(crop_size=32, channel_gain=0.2, channel_offset=20)
+    a, b = first_batch(plain), first_batch(shifted)
+    # the batch's first crop is the same (the shift draws after the crop; later crops draw after it) ...
+    assert torch.equal(a["label"][0], b["label"][0])
+    assert a["image"].shape == b["image"].shape and not torch.equal(a["image"][0], b["image"][0])  # ... in other colours
+    with pytest.raises(ValueError, match="channel_offset"):
+        Params(channel_offset=-1).validate()
+    code, _, err = cli("train", "--dataset", str(base / "world" / "citydrive"), "--channel-gain", "1.5")
+    assert code == 2 and "channel_gain must lie in [0, 1)" in err

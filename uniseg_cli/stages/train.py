@@ -46,6 +46,8 @@ class Params:
     # ---- batches (METHOD §7)
     images_per_dataset: int = 2  # images of every dataset in each batch, per rank (paper: 3)
     crop_size: int = 64  # square training crop in pixels (paper: 768)
+    channel_gain: float = 0.0  # augment: scale each colour channel by 1 + U(-g, g) (0: off, as the paper)
+    channel_offset: float = 0.0  # augment: shift each colour channel by U(-o, o) grey levels (0: off)
     workers: int = 0  # data-loader worker processes
     seed: int = 0  # random seed (batches, augmentation, dropout)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
@@ -102,9 +104,17 @@ class Params:
     checkpoint_every: int = 50  # iterations between resumable checkpoints (0: only at stage ends)
     log_every: int = 10  # iterations between metrics.jsonl lines
 
+    def transform_config(self):
+        """The training transform of stages 2 and 3 (crop size and the channel shift)."""
+        from uniseg_cli.data.transforms import TrainTransformConfig
+
+        return TrainTransformConfig(crop_size=(self.crop_size, self.crop_size), channel_gain=self.channel_gain,
+                                    channel_offset=self.channel_offset)
+
     def validate(self) -> None:
         if self.images_per_dataset < 1 or self.crop_size < 16:
             raise ValueError("images_per_dataset must be >= 1 and crop_size >= 16")
+        self.transform_config()  # the crop and channel-shift settings check themselves
         if min(self.gnn_iters, self.seg_iters, self.first_gnn_iters, self.final_iters) < 0 or self.num_phases < 0:
             raise ValueError("phase lengths and num_phases must be >= 0")
         if self.start_with not in ("gnn", "seg"):

@@ -189,10 +189,9 @@ def held_out_pairs(data: TrainingData, rank: int, world: int):
 def batch_source(data: TrainingData, p, dist):
     """``batches(start_iteration)`` for the engine: balanced batches, a pure function of (seed, rank, iteration)."""
     from uniseg_cli.data.loader import make_train_loader, validate_datasets
-    from uniseg_cli.data.transforms import TrainTransformConfig
 
     validate_datasets(data.train, ["train"])
-    cfg = TrainTransformConfig(crop_size=(p.crop_size, p.crop_size))
+    cfg = p.transform_config()
 
     def batches(start: int):
         return iter(make_train_loader(data.train, "train", p.images_per_dataset, cfg, seed=p.seed, rank=dist.rank,

@@ -250,3 +250,21 @@ def test_channel_shift_reaches_the_train_batches_and_is_checked(tiny, cli):
         Params(channel_offset=-1).validate()
     code, _, err = cli("train", "--dataset", str(base / "world" / "citydrive"), "--channel-gain", "1.5")
     assert code == 2 and "channel_gain must lie in [0, 1)" in err
+
+
+def test_no_stage_two_trains_stage_three_from_the_initial_mapping(tiny, tmp_path):
+    from uniseg_cli.stages import execute
+    from uniseg_cli.stages.export_taxonomy import read_taxonomy_state
+    from uniseg_cli.training.setup import read_inputs
+
+    base, specs = tiny
+    root = tmp_path / "artifacts"
+    feat, est = _upstream(root, specs)
+    art, ran = execute(context(root, specs, tiny_params(num_phases=0, prune_at=0), feat, est))
+    assert ran
+    lines = [json.loads(x) for x in (art.path / "metrics.jsonl").read_text().splitlines()]
+    assert {x["stage"] for x in lines} == {"stage3"}
+    init = read_inputs(feat, est, [s for s in specs if s.role == "train"]).init_mappings
+    state = read_taxonomy_state(art.path / "taxonomy_state.h5")
+    for m0, m in zip(init, state["mappings"].values()):  # no solve, no pruning: the estimate's mapping as is
+        assert np.array_equal(m0, m)

@@ -55,12 +55,13 @@ def build_stage2(p, inputs: TrainInputs, device="cpu"):
     return task, MappingSolver(p.solver_config())
 
 
-def to_stage3(task2, hooks2, p, names):
-    """The switch: a fresh solve and the GNN's eval-mode prototypes (now trainable) in a new head; GNN dropped."""
+def to_stage3(task2, hooks2, p, names, maps=None):
+    """The switch: a fresh solve (``maps``: these mappings instead) and the GNN's eval-mode prototypes (now
+    trainable) in a new head; GNN dropped."""
     from uniseg_cli.models import UniSegHead
     from uniseg_cli.training.unify import UnifiedTask
 
-    maps = hooks2.solve()
+    maps = hooks2.solve() if maps is None else [np.asarray(m, bool) for m in maps]
     protos = task2.gnn_prototypes_eval()
     head = UniSegHead(task2.head.num_nodes, protos.shape[1], maps, label_logits=p.label_logits).to(protos.device)
     head.set_prototypes(protos, trainable=True)
@@ -86,12 +87,14 @@ def train_all(p, inputs: TrainInputs, data: TrainingData, dist, work: Path, conf
     phases2 = stage2_phases(p.gnn_iters, p.seg_iters, p.first_gnn_iters, p.num_phases, p.start_with)
     common = dict(batches=batches, dist=dist, checkpoint_every=p.checkpoint_every, log_every=p.log_every, seed=p.seed,
                   config=config or {}, progress=progress)
-    t2 = Trainer(task2, phases2, p.optim(), stage="stage2", work_dir=Path(work) / "stage2", hooks=hooks2, **common)
-    s2 = t2.run(until=(until or {}).get("stage2")) if phases2 else {"iterations": 0}
+    # num_phases 0 (or all phase lengths 0): no stage 2; stage 3 starts from the initial mapping
+    t2 = Trainer(task2, phases2, p.optim(), stage="stage2", work_dir=Path(work) / "stage2", hooks=hooks2,
+                 **common) if phases2 else None
+    s2 = t2.run(until=(until or {}).get("stage2")) if t2 else {"iterations": 0}
     if until and "stage2" in until:
         return None
     soft = task2.soft_adjacency()
-    task3, init_maps = to_stage3(task2, hooks2, p, names)
+    task3, init_maps = to_stage3(task2, hooks2, p, names, None if t2 else inputs.init_mappings)
     del t2
     images = held_out_pairs(data, dist.rank, dist.world_size)
     hooks3 = Stage3Hooks(task3, images, p.prune_threshold, dist.device, p.amp, mode=p.prune_mode,

@@ -13,6 +13,8 @@ dataset through the unseen protocol.
 
 ``--language`` also trains the language-only merge (bench/quality.py's) with each variant's train params,
 from the same stage-1 model, and prints its line beside uniseg's: a variant that helps both is no lead.
+``--same-trainer`` also trains the language-only baseline's trainer (fixed mapping, no stage 2) with
+uniseg's own initial mapping: against ``--language`` it separates the mapping from the training.
 
 With ``--out`` shared with bench/quality.py the demo's own artifacts are reused. About 2-4 min per train
 variant on 2 cores (plus stage 1 and the appearance encoder, about 4 min, when ``_est`` changes them).
@@ -35,7 +37,8 @@ from quality_models import (demo_budget, demo_sections, run_stage, split_budget,
 from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
 
 
-def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language: bool = False) -> dict:
+def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language: bool = False,
+                same_trainer: bool = False) -> dict:
     info, train_specs, unseen_specs = world(out, "demo", seed, anonymize)
     specs = [*train_specs, *unseen_specs]
     root = out / "artifacts"
@@ -55,17 +58,21 @@ def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language:
     row = {"variant": over, "train": str(train.path),
            "seconds": round(time.time() - t0, 1), "f1": round(t["f1"], 3), "hard_recall": t["hard_recall"],
            "nodes": t["nodes"], "own": r["table2"], "held_out": r["table3_unseen_mean"]}
+    arts = {"estimate-nodes": nodes, "train_iters": demo_budget() - int(est.get("iters", 300))}
+    fixed = {}
     if language:
+        fixed["language"] = language_taxonomy(feats, train_specs, truth)[0]
+    if same_trainer:
+        fixed["same-trainer"] = read_taxonomy(nodes.path / "init_mapping.parquet")
+    for name, tax in fixed.items():
         t0 = time.time()
-        lang_tax, _, _ = language_taxonomy(feats, train_specs, truth)
-        arts = {"estimate-nodes": nodes, "train_iters": demo_budget() - int(est.get("iters", 300))}
-        model = train_fixed_mapping(root, train_specs, lang_tax, demo_budget(), arts,
+        model = train_fixed_mapping(root, train_specs, tax, demo_budget(), arts,
                                     {k: v for k, v in over.items() if k != "_est"})
-        lr = score(Method("language", {"language": model}), train_specs, unseen_specs)
-        lt = taxonomy_scores(lang_tax, truth)
-        row["language"] = {"seconds": round(time.time() - t0, 1), "f1": round(lt["f1"], 3),
-                           "hard_recall": lt["hard_recall"], "nodes": lt["nodes"], "own": lr["table2"],
-                           "held_out": lr["table3_unseen_mean"]}
+        lr = score(Method(name, {name: model}), train_specs, unseen_specs)
+        lt = taxonomy_scores(tax, truth)
+        row[name] = {"seconds": round(time.time() - t0, 1), "f1": round(lt["f1"], 3),
+                     "hard_recall": lt["hard_recall"], "nodes": lt["nodes"], "own": lr["table2"],
+                     "held_out": lr["table3_unseen_mean"]}
     return row
 
 
@@ -84,6 +91,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="world seed (the demo world is 0)")
     ap.add_argument("--backbone", default=None, help="segmentation backbone (default: the demo pipeline's, tiny)")
     ap.add_argument("--language", action="store_true", help="also train the language-only merge with each variant")
+    ap.add_argument("--same-trainer", action="store_true",
+                    help="also train the language-only trainer with uniseg's initial mapping")
     args = ap.parse_args()
     quality_models.use_backbone(args.backbone)
     for text in args.variants:
@@ -93,10 +102,11 @@ def main() -> None:
             ap.error(f"variant {text!r} is not JSON ({e})")
         if not isinstance(over, dict):
             ap.error(f"variant {text!r} must be a JSON object")
-        r = run_variant(Path(args.out), args.world == "anonymized", over, args.seed, args.language)
+        r = run_variant(Path(args.out), args.world == "anonymized", over, args.seed, args.language, args.same_trainer)
         print(f"{json.dumps(over)}: uniseg {_line(r, ', ' + r['train'])}", flush=True)
-        if "language" in r:
-            print(f"{json.dumps(over)}: language-only {_line(r['language'], '')}", flush=True)
+        for key, label in (("language", "language-only"), ("same-trainer", "language-only trainer, uniseg's mapping")):
+            if key in r:
+                print(f"{json.dumps(over)}: {label} {_line(r[key], '')}", flush=True)
 
 
 if __name__ == "__main__":

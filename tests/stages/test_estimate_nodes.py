@@ -125,7 +125,10 @@ def test_resume_after_kill_matches_an_uninterrupted_run(world, tmp_path):
     args = [*_ds(world), "--iters", "24", "--crop-size", "40", "--images-per-dataset", "2", "--checkpoint-every", "2",
             "--warmup-iters", "5", "--json"]
     root = tmp_path / "killed"
-    env = dict(os.environ, UNISEG_ARTIFACTS=str(root), OMP_NUM_THREADS="1")
+    import torch
+
+    # the killed child and the in-process runs below must use the same thread count, or the float sums differ
+    env = dict(os.environ, UNISEG_ARTIFACTS=str(root), OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen([sys.executable, "-m", "uniseg_cli", "estimate-nodes", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120

@@ -9,7 +9,7 @@ dataset through the unseen protocol.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_variants.py '{}' '{"lr": 0.01}' \\
         '{"label_logits": "sum"}' '{"_est": {"iters": 3000}, "final_iters": 2200, "prune_at": 1100}' \\
-        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--backbone tiny-wide] [--language]
+        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--backbone tiny-wide] [--language] [--same-trainer]
 
 ``--language`` also trains the language-only merge (bench/quality.py's) with each variant's train params,
 from the same stage-1 model, and prints its line beside uniseg's: a variant that helps both is no lead.

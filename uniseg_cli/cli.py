@@ -730,7 +730,8 @@ def train_cmd(
 
     flags = dict(
         images_per_dataset=images_per_dataset, crop_size=crop_size, channel_gain=channel_gain,
-        channel_offset=channel_offset, workers=workers, seed=seed, device=device, lr=lr, backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, warmup_iters=warmup_iters,
+        channel_offset=channel_offset, workers=workers, seed=seed, device=device, lr=lr,
+        backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, warmup_iters=warmup_iters,
         warmup_factor=warmup_factor, poly_power=poly_power, clip_grad_norm=clip_grad_norm, amp=amp,
         ohem_thresh=ohem_thresh, ohem_min_kept=ohem_min_kept, gnn_iters=gnn_iters, seg_iters=seg_iters,
         first_gnn_iters=first_gnn_iters, num_phases=num_phases, start_with=start_with, solve_every=solve_every,

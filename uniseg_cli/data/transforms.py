@@ -47,11 +47,17 @@ class TrainTransformConfig:
     color_jitter: bool = True
     # per-channel colour shift after the flip: each of R, G, B is scaled by 1 + U(-gain, gain) and
     # shifted by U(-offset, offset). It blurs a dataset's colour cast, so a head learns the object
-    # rather than "the camera of dataset X" (estimate-nodes stage 1 uses it; 0 turns it off)
+    # rather than "the camera of dataset X" (estimate-nodes stage 1 uses it, train can; 0 turns it off)
     channel_gain: float = 0.0
     channel_offset: float = 0.0
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
+
+    @classmethod
+    def of(cls, params) -> "TrainTransformConfig":
+        """A stage's training transform from its params' ``crop_size``, ``channel_gain`` and ``channel_offset``."""
+        return cls(crop_size=(params.crop_size, params.crop_size), channel_gain=params.channel_gain,
+                   channel_offset=params.channel_offset)
 
     def __post_init__(self):
         if self.scale_mode not in ("ratio", "choice", "none"):

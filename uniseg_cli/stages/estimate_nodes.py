@@ -135,8 +135,7 @@ class Params:
         """Stage 1's training transform (crop size and the channel shift)."""
         from uniseg_cli.data.transforms import TrainTransformConfig
 
-        return TrainTransformConfig(crop_size=(self.crop_size, self.crop_size), channel_gain=self.channel_gain,
-                                    channel_offset=self.channel_offset)
+        return TrainTransformConfig.of(self)
 
     def cluster_params(self) -> ClusterParams:
         return ClusterParams(tau=self.tau, pair_cost_threshold=self.pair_cost_threshold,

@@ -108,8 +108,7 @@ class Params:
         """The training transform of stages 2 and 3 (crop size and the channel shift)."""
         from uniseg_cli.data.transforms import TrainTransformConfig
 
-        return TrainTransformConfig(crop_size=(self.crop_size, self.crop_size), channel_gain=self.channel_gain,
-                                    channel_offset=self.channel_offset)
+        return TrainTransformConfig.of(self)
 
     def validate(self) -> None:
         if self.images_per_dataset < 1 or self.crop_size < 16:

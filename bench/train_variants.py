@@ -9,7 +9,7 @@ dataset through the unseen protocol.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_variants.py '{}' '{"lr": 0.01}' \\
         '{"label_logits": "sum"}' '{"_est": {"iters": 3000}, "final_iters": 2200, "prune_at": 1100}' \\
-        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--backbone tiny-wide] [--language] [--same-trainer]
+        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--preset quality] [--backbone tiny-wide] [--language] [--same-trainer]
 
 ``--language`` also trains the language-only merge (bench/quality.py's) with each variant's train params,
 from the same stage-1 model, and prints its line beside uniseg's: a variant that helps both is no lead.
@@ -38,8 +38,8 @@ from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
 
 
 def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language: bool = False,
-                same_trainer: bool = False) -> dict:
-    info, train_specs, unseen_specs = world(out, "demo", seed, anonymize)
+                same_trainer: bool = False, preset: str = "quality") -> dict:
+    info, train_specs, unseen_specs = world(out, preset, seed, anonymize)
     specs = [*train_specs, *unseen_specs]
     root = out / "artifacts"
     st = demo_sections()
@@ -57,7 +57,8 @@ def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language:
     r = score(Method("uniseg", {"uniseg": uniseg_model(train)}), train_specs, unseen_specs)
     row = {"variant": over, "train": str(train.path),
            "seconds": round(time.time() - t0, 1), "f1": round(t["f1"], 3), "hard_recall": t["hard_recall"],
-           "nodes": t["nodes"], "own": r["table2"], "held_out": r["table3_unseen_mean"]}
+           "nodes": t["nodes"], "own": r["table2"], "held_out": r["table3_unseen_mean"],
+           "held_out_by_dataset": r["table3_unseen_by_dataset"]}
     arts = {"estimate-nodes": nodes, "train_iters": demo_budget() - int(est.get("iters", 300))}
     fixed = {}
     if language:
@@ -72,14 +73,15 @@ def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language:
         lt = taxonomy_scores(tax, truth)
         row[name] = {"seconds": round(time.time() - t0, 1), "f1": round(lt["f1"], 3),
                      "hard_recall": lt["hard_recall"], "nodes": lt["nodes"], "own": lr["table2"],
-                     "held_out": lr["table3_unseen_mean"]}
+                     "held_out": lr["table3_unseen_mean"], "held_out_by_dataset": lr["table3_unseen_by_dataset"]}
     return row
 
 
 def _line(r: dict, where: str) -> str:
     own = ", ".join(f"{k} {v:.1f}" for k, v in r["own"].items())
+    each = ", ".join(f"{k} {v:.2f}" for k, v in r["held_out_by_dataset"].items())
     return (f"F1 {r['f1']:.3f}, hard recall {r['hard_recall']}, nodes {r['nodes']}; own space {own}; "
-            f"held-out {r['held_out']:.2f}  ({r['seconds']} s{where})")
+            f"held-out {r['held_out']:.2f} ({each})  ({r['seconds']} s{where})")
 
 
 def main() -> None:
@@ -89,6 +91,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench-out/quality", help="world and artifacts (share with bench/quality.py)")
     ap.add_argument("--world", default="default", choices=("default", "anonymized"))
     ap.add_argument("--seed", type=int, default=0, help="world seed (the demo world is 0)")
+    ap.add_argument("--preset", default="quality",
+                    help="world preset (quality: the demo world + a second held-out dataset, as bench/quality.py)")
     ap.add_argument("--backbone", default=None, help="segmentation backbone (default: the demo pipeline's, tiny)")
     ap.add_argument("--language", action="store_true", help="also train the language-only merge with each variant")
     ap.add_argument("--same-trainer", action="store_true",
@@ -102,7 +106,8 @@ def main() -> None:
             ap.error(f"variant {text!r} is not JSON ({e})")
         if not isinstance(over, dict):
             ap.error(f"variant {text!r} must be a JSON object")
-        r = run_variant(Path(args.out), args.world == "anonymized", over, args.seed, args.language, args.same_trainer)
+        r = run_variant(Path(args.out), args.world == "anonymized", over, args.seed, args.language, args.same_trainer,
+                        args.preset)
         print(f"{json.dumps(over)}: uniseg {_line(r, ', ' + r['train'])}", flush=True)
         for key, label in (("language", "language-only"), ("same-trainer", "language-only trainer, uniseg's mapping")):
             if key in r:

@@ -309,7 +309,8 @@ def check_data_cmd(
 def synth_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder for the datasets and truth.parquet.")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed: identical files).")] = 0,
-    preset: Annotated[str, typer.Option("--preset", help="demo (default, small), tiny (tests) or bench.")] = "demo",
+    preset: Annotated[str, typer.Option(
+        "--preset", help="demo (default, small), quality (demo + a second unseen dataset), tiny (tests) or bench.")] = "demo",
     anonymize: Annotated[bool, typer.Option("--anonymize", help="Replace every class name by a meaningless code.")] = False,
     force: ForceOpt = False,
     json_out: JsonOpt = False,

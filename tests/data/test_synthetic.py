@@ -111,3 +111,22 @@ def test_cli_synth_json(cli, tmp_path):
     assert doc["seed"] == 3 and len(doc["datasets"]) == 4 and doc["truth"].endswith("truth.parquet")
     code, _, err = cli("synth", "--out", tmp_path / "w", "--preset", "tiny")
     assert code == 4 and "--force" in err
+
+
+def test_an_appended_unseen_dataset_leaves_the_others_byte_identical(tmp_path, monkeypatch):
+    # the quality preset is the demo world plus wildroad: the shared datasets must be the same files
+    assert list(PRESETS["quality"])[:4] == list(PRESETS["demo"])
+    assert all(PRESETS["quality"][n] == PRESETS["demo"][n] for n in PRESETS["demo"])
+    assert PRESETS["quality"]["wildroad"][0] == "unseen"
+    monkeypatch.setitem(PRESETS, "tiny-wild", {**PRESETS["tiny"], "wildroad": ("unseen", 48, 64, 3, 3)})
+    a = make_world(tmp_path / "a", seed=2, preset="tiny")
+    b = make_world(tmp_path / "b", seed=2, preset="tiny-wild")
+    for name in PRESETS["tiny"]:
+        fa, fb = _files(tmp_path / "a" / name), _files(tmp_path / "b" / name)
+        assert fa.keys() == fb.keys() and all(fa[k] == fb[k] for k in fa), name
+    roles = {d["name"]: d["role"] for d in b["datasets"]}
+    assert roles["wildroad"] == "unseen" and len(b["datasets"]) == len(a["datasets"]) + 1
+    # wildroad covers only classes the others label, so the truth gains no node, only its mapping
+    ta, tb = read_taxonomy(a["truth"]), read_taxonomy(b["truth"])
+    assert tb.num_nodes == ta.num_nodes and "wildroad" in tb.datasets
+    assert compare(tb.restrict(list(PRESETS["tiny"])), ta)["f1"] == 1.0

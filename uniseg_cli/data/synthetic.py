@@ -21,7 +21,10 @@ the method exists for:
   its ignore index;
 - a per-dataset appearance shift (channel gain and offset).
 
-The preset ``demo`` (default) adds ``camdrive``, a CamVid-like dataset with role ``unseen``. Same
+The preset ``demo`` (default) adds ``camdrive``, a CamVid-like dataset with role ``unseen``; the preset
+``quality`` (bench/quality.py's) is the demo world plus a second unseen dataset, the WildDash-like
+``wildroad``, whose granularity differs from camdrive's. A preset's datasets render in its order, so
+``quality``'s first four datasets are byte-identical to ``demo``'s (the anonymized codes differ). Same
 seed, same preset → byte-identical files (PNG with fixed settings, sorted YAML, fixed Parquet).
 """
 from __future__ import annotations
@@ -149,6 +152,11 @@ DATASETS: dict[str, dict] = {
 PRESETS: dict[str, dict[str, tuple]] = {
     "demo": {"citydrive": ("train", 96, 128, 48, 16), "vistadrive": ("train", 112, 112, 48, 16),
              "homescan": ("train", 96, 96, 48, 16), "camdrive": ("unseen", 96, 128, 16, 16)},
+    # the demo world plus a second held-out dataset of another granularity (WildDash-like: markings
+    # and guard rails are classes of their own, curbs are sidewalk): bench/quality.py's Table 3
+    "quality": {"citydrive": ("train", 96, 128, 48, 16), "vistadrive": ("train", 112, 112, 48, 16),
+                "homescan": ("train", 96, 96, 48, 16), "camdrive": ("unseen", 96, 128, 16, 16),
+                "wildroad": ("unseen", 96, 128, 16, 16)},
     "tiny": {"citydrive": ("train", 48, 64, 6, 3), "vistadrive": ("train", 48, 48, 6, 3),
              "homescan": ("train", 48, 48, 6, 3), "camdrive": ("unseen", 48, 64, 3, 3)},
     "bench": {"citydrive": ("train", 192, 256, 200, 50), "vistadrive": ("train", 224, 224, 200, 50),

@@ -152,17 +152,15 @@ DATASETS: dict[str, dict] = {
 PRESETS: dict[str, dict[str, tuple]] = {
     "demo": {"citydrive": ("train", 96, 128, 48, 16), "vistadrive": ("train", 112, 112, 48, 16),
              "homescan": ("train", 96, 96, 48, 16), "camdrive": ("unseen", 96, 128, 16, 16)},
-    # the demo world plus a second held-out dataset of another granularity (WildDash-like: markings
-    # and guard rails are classes of their own, curbs are sidewalk): bench/quality.py's Table 3
-    "quality": {"citydrive": ("train", 96, 128, 48, 16), "vistadrive": ("train", 112, 112, 48, 16),
-                "homescan": ("train", 96, 96, 48, 16), "camdrive": ("unseen", 96, 128, 16, 16),
-                "wildroad": ("unseen", 96, 128, 16, 16)},
     "tiny": {"citydrive": ("train", 48, 64, 6, 3), "vistadrive": ("train", 48, 48, 6, 3),
              "homescan": ("train", 48, 48, 6, 3), "camdrive": ("unseen", 48, 64, 3, 3)},
     "bench": {"citydrive": ("train", 192, 256, 200, 50), "vistadrive": ("train", 224, 224, 200, 50),
               "homescan": ("train", 192, 192, 200, 50), "wildroad": ("train", 192, 256, 200, 50),
               "camdrive": ("unseen", 192, 256, 50, 50)},
 }
+# the demo world plus a second held-out dataset of another granularity (WildDash-like: markings and
+# guard rails are classes of their own, curbs are sidewalk): bench/quality.py's Table 3
+PRESETS["quality"] = {**PRESETS["demo"], "wildroad": ("unseen", 96, 128, 16, 16)}
 DEFAULT_PRESET = "demo"
 PRESET_ALIASES = {"default": "demo", "test": "tiny"}
 WORLD_SCHEMA = "uniseg.synth-world/1"

@@ -59,7 +59,7 @@ from quality_models import (  # noqa: E402
 )
 
 from uniseg_cli.data import open_dataset  # noqa: E402
-from uniseg_cli.data.synthetic import dataset_specs, make_world  # noqa: E402
+from uniseg_cli.data.synthetic import PRESETS, dataset_specs, make_world  # noqa: E402
 from uniseg_cli.taxonomy.compare import compare  # noqa: E402
 from uniseg_cli.taxonomy.schema import Taxonomy, read_taxonomy  # noqa: E402
 
@@ -226,7 +226,7 @@ def report(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench-out/quality", help="worlds and artifacts go here (reused across runs)")
-    ap.add_argument("--preset", default="quality",
+    ap.add_argument("--preset", default="quality", choices=list(PRESETS),
                     help="synthetic world preset (quality: the demo world + a second held-out dataset; demo, tiny, bench)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget", type=int, default=demo_budget(),

@@ -34,6 +34,7 @@ import quality_models  # noqa: E402
 from quality_models import (demo_budget, demo_sections, run_stage, split_budget, train_fixed_mapping,  # noqa: E402
                             uniseg_model)
 
+from uniseg_cli.data.synthetic import PRESETS  # noqa: E402
 from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
 
 
@@ -91,7 +92,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench-out/quality", help="world and artifacts (share with bench/quality.py)")
     ap.add_argument("--world", default="default", choices=("default", "anonymized"))
     ap.add_argument("--seed", type=int, default=0, help="world seed (the demo world is 0)")
-    ap.add_argument("--preset", default="quality",
+    ap.add_argument("--preset", default="quality", choices=list(PRESETS),
                     help="world preset (quality: the demo world + a second held-out dataset, as bench/quality.py)")
     ap.add_argument("--backbone", default=None, help="segmentation backbone (default: the demo pipeline's, tiny)")
     ap.add_argument("--language", action="store_true", help="also train the language-only merge with each variant")

@@ -568,6 +568,7 @@ def estimate_nodes_cmd(
     generic_pixels_per_class: Annotated[Optional[int], _en_opt("Held-out pixels per label the transfer uses [1500].", "--generic-pixels-per-class")] = None,
     generic_max_pixels: Annotated[Optional[int], _en_opt("... and at most this many per dataset [20000].", "--generic-max-pixels")] = None,
     min_generic_share: Annotated[Optional[float], _en_opt("A merge or union part needs this appearance support, 0 = off [0].", "--min-generic-share")] = None,
+    generic_background: Annotated[Optional[bool], _en_opt("On a CPU with a core left free, train the appearance encoder in a second process beside stage 1 [yes].", "--generic-background/--no-generic-background")] = None,
     unions: Annotated[Optional[bool], _en_opt("Link a coarse label to the finer labels it is the union of [no].", "--unions/--no-unions")] = None,
     union_min_back: Annotated[Optional[float], _en_opt("Union part: the coarse head calls this share of its pixels the coarse label [0.8].", "--union-min-back")] = None,
     union_min_part: Annotated[Optional[float], _en_opt("Union part: takes this share of the coarse label's pixels [0.005].", "--union-min-part")] = None,
@@ -617,6 +618,7 @@ def estimate_nodes_cmd(
         merge_reward=merge_reward, max_new_nodes=max_new_nodes, mip_time_limit_s=mip_time_limit_s, min_centroid_cos=min_centroid_cos,
         generic_iters=generic_iters, generic_crop=generic_crop, generic_knn=generic_knn, generic_spread=generic_spread,
         generic_pixels_per_class=generic_pixels_per_class, generic_max_pixels=generic_max_pixels, min_generic_share=min_generic_share, unions=unions,
+        generic_background=generic_background,
         union_min_back=union_min_back, union_min_part=union_min_part, union_cover=union_cover,
         grow_from_admissible=grow_from_admissible,
     )
@@ -1024,10 +1026,10 @@ def convert_cmd(
 def main(argv: list[str] | None = None) -> None:
     """Run the app; turn known errors into ``Error:``/``Hint:`` and an exit code."""
     debug = os.environ.get("UNISEG_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
-    if not debug:  # a dependency's deprecation notice at import is noise to users
-        import warnings
+    if not debug:
+        from uniseg_cli.ui import quiet_dependency_warnings
 
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        quiet_dependency_warnings()
     try:
         code = app(args=argv, standalone_mode=False)
         # typer (not standalone) turns Ctrl-C into a returned 130 and any Exit into its returned code

@@ -41,6 +41,13 @@ def info(msg: str) -> None:
         console.print(msg)
 
 
+def quiet_dependency_warnings() -> None:
+    """Hide a dependency's deprecation notice at import (noise to users; shown with --debug / UNISEG_DEBUG=1)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+
+
 def progress_enabled() -> bool:
     if _state["json"] or os.environ.get("UNISEG_NO_PROGRESS") == "1":
         return False

@@ -221,3 +221,75 @@ def test_appearance_evidence_is_trained_stored_and_gates_the_clustering(world, c
     # the parameter needs its evidence: a clear usage error, not a silent no-op
     code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--min-generic-share", "0.1", "--artifacts", tmp_path / "b")
     assert code == 2 and "generic_iters" in err
+
+
+def _encoder_setup(world: Path, iters: int):
+    import dataclasses
+
+    from uniseg_cli.data.base import DatasetSpec
+    from uniseg_cli.stages import stage1
+    from uniseg_cli.stages.estimate_nodes import Params
+
+    specs = [DatasetSpec(n, str(world / n)) for n in ("citydrive", "vistadrive", "homescan")]
+    p = dataclasses.replace(Params(), generic_iters=iters, generic_crop=16, embed_dim=8)
+    return stage1, specs, p
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the background encoder needs a second core")
+def test_the_background_encoder_is_the_encoder_this_process_trains(world, tmp_path, monkeypatch):
+    import torch
+
+    stage1, specs, p = _encoder_setup(world, 5)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one thread here leaves a core free
+    cfg = stage1.segmenter_config(p)
+    bg = stage1.BackgroundEncoder.start(specs, p, cfg, tmp_path / "bg")
+    assert bg is not None and bg.proc.pid != os.getpid()
+    assert bg.wait() and (tmp_path / "bg" / "generic.json").is_file() and bg.step.value == 5
+    # the cache is there now: a second start has nothing to do
+    assert stage1.BackgroundEncoder.start(specs, p, cfg, tmp_path / "bg") is None
+    data = stage1.open_datasets(specs, p)
+    there = stage1.appearance_evidence(p, data, torch.device("cpu"), cfg, tmp_path / "bg")
+    here = stage1.appearance_evidence(p, data, torch.device("cpu"), cfg, tmp_path / "fg")
+    assert there["train"]["resumed"] is True and "resumed" not in here["train"]
+    a, b = there["segmenter"].state_dict(), here["segmenter"].state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # same seed, same code, one thread each: the same weights
+    for row_a, row_b in zip(there["shares"], here["shares"]):
+        for x, y in zip(row_a, row_b):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_the_background_encoder_starts_only_with_a_free_core_and_reports_failure(world, tmp_path, monkeypatch):
+    from uniseg_cli.data.base import DatasetSpec
+
+    stage1, specs, p = _encoder_setup(world, 5)
+    cfg = stage1.segmenter_config(p)
+    monkeypatch.setattr(stage1.BackgroundEncoder, "free_threads", staticmethod(lambda: 0))
+    assert stage1.BackgroundEncoder.start(specs, p, cfg, tmp_path / "busy") is None
+    monkeypatch.setattr(stage1.BackgroundEncoder, "free_threads", staticmethod(lambda: 1))
+    # a child that cannot read its data exits non-zero and writes nothing; the caller then trains the encoder itself
+    bad = stage1.BackgroundEncoder.start([DatasetSpec("gone", str(tmp_path / "missing"))], p, cfg, tmp_path / "bad")
+    assert bad is not None and bad.wait() is False and bad.proc.exitcode != 0
+    assert not (tmp_path / "bad" / "generic.json").exists()
+    # a child still training when stage 1 fails is ended
+    _, _, long = _encoder_setup(world, 100000)
+    run = stage1.BackgroundEncoder.start(specs, long, cfg, tmp_path / "long")
+    deadline = time.time() + 60
+    while run.step.value < 1 and time.time() < deadline:
+        time.sleep(0.1)
+    assert run.proc.is_alive() and run.step.value >= 1
+    run.stop()
+    assert not run.proc.is_alive() and not (tmp_path / "long" / "generic.json").exists()
+
+
+def test_where_the_encoder_trains_is_not_part_of_the_recipe(world, cli, tmp_path):
+    def dry(*flags):
+        code, out, err = cli("estimate-nodes", *_ds(world), *FAST, "--generic-iters", "6", *flags, "--dry-run", "--json",
+                             "--artifacts", tmp_path)
+        assert code == 0, err
+        return json.loads(out)
+
+    on, off, other = dry(), dry("--no-generic-background"), dry("--generic-crop", "32")
+    assert on["params"]["generic_background"] is True and off["params"]["generic_background"] is False
+    assert on["run_id"] == off["run_id"] != other["run_id"]  # the same weights either way: the same artifact

@@ -36,6 +36,7 @@ from uniseg_cli import artifacts as A
 from uniseg_cli.errors import UsageError
 from uniseg_cli.stages import StageContext, StageSpec, register
 from uniseg_cli.taxonomy.clustering import DEFAULT_MAX_NEW_NODES, ClusterParams, ClusterResult
+from uniseg_cli.ui import info
 
 KIND = "node-estimate"
 SCHEMA = "uniseg.node-estimate/1"
@@ -95,11 +96,20 @@ class Params:
     generic_pixels_per_class: int = 1500  # held-out pixels per label the transfer uses (a random subset) ...
     generic_max_pixels: int = 20000  # ... and at most this many per dataset (the transfer is quadratic in them)
     min_generic_share: float = 0.0  # a merge (or union part) needs this appearance support both ways' max (0: off)
+    generic_background: bool = True  # on a CPU with a core left free, train the encoder in a second process beside stage 1
     unions: bool = False  # link a coarse label to the nodes of the finer labels it is the union of
     union_min_back: float = 0.8  # union part f: the coarse label's head calls >= this share of f's pixels c
     union_min_part: float = 0.005  # ... and f's head calls >= this share of the coarse label's pixels f
     union_cover: float = 0.8  # the parts together take >= this share of the coarse label's pixels
     grow_from_admissible: bool = False  # clusters of 3+ grow from (and over) every admissible pair, judged by their cost
+
+    def identity(self) -> set[str]:
+        """The params the artifact depends on: the run id is made from these only.
+
+        ``generic_background`` only decides where the appearance encoder trains (the same weights
+        either way), so switching it finds the same artifact.
+        """
+        return {f.name for f in dataclasses.fields(self)} - {"generic_background"}
 
     def validate(self) -> None:
         if self.iters < 1 and not self.multihead:
@@ -178,11 +188,16 @@ def run(ctx: StageContext) -> A.Artifact:
     data = stage1.open_datasets(datasets, p)  # checks splits, label spaces, the held-out images (cheap)
     dist = init_distributed(p.device)
     timings: dict[str, float] = {}
+    background = None
     try:
         t0 = time.perf_counter()
         if p.multihead:
             model, train_info = stage1.load_multihead(p.multihead, data, dist.device), {"trained": False, "from": p.multihead}
         else:
+            if p.generic_background and p.generic_iters > 0 and dist.world_size == 1 and dist.device.type == "cpu":
+                background = stage1.BackgroundEncoder.start(datasets, p, stage1.segmenter_config(p), work_dir(ctx))
+                if background is not None:
+                    info("appearance encoder: training in a second process beside stage 1")
             model, train_info = stage1.train_multihead(p, data, dist, work_dir(ctx), config=ctx.params_dict())
             train_info["trained"] = True
         timings["stage1_s"] = time.perf_counter() - t0
@@ -195,6 +210,9 @@ def run(ctx: StageContext) -> A.Artifact:
         generic = None
         if p.generic_iters > 0:
             t0 = time.perf_counter()
+            if background is not None and not background.wait():
+                info(f"appearance encoder: the background process failed (exit code {background.proc.exitcode}); "
+                     "training it here")
             generic = stage1.appearance_evidence(p, data, dist.device, model.segmenter.config.to_dict(), work_dir(ctx))
             timings["appearance_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -227,6 +245,8 @@ def run(ctx: StageContext) -> A.Artifact:
         barrier()
         return st.artifact
     finally:
+        if background is not None:
+            background.stop()
         shutdown()
 
 

@@ -191,6 +191,13 @@ def build_model(segmenter_config: dict, num_classes: Sequence[int]) -> MultiHead
     return MultiHeadModel(build_segmenter(cfg), MultiSegHead(num_classes, cfg.embed_dim))
 
 
+def segmenter_config(p) -> dict:
+    """The segmenter config of stage 1's model as :func:`train_multihead` records it (weights in our checkpoints)."""
+    from uniseg_cli.models import SegmenterConfig
+
+    return SegmenterConfig(backbone=p.backbone, embed_dim=p.embed_dim, pretrained=False).to_dict()
+
+
 def train_multihead(p, data: Sequence[DatasetData], dist, work: Path, config: dict) -> tuple[MultiHeadModel, dict]:
     """Train stage 1 with the shared engine; resumes from ``work``'s newest checkpoint.
 
@@ -386,41 +393,138 @@ def save_generic_encoder(directory: Path, stem: str, enc: nn.Module, train_info:
                               {"kind": "uniseg.generic-encoder", "segmenter": enc.config.to_dict(), "train": train_info})
 
 
+def _generic_encoder(p, data: Sequence[DatasetData], device: torch.device, segmenter_config: dict,
+                     work: Path | None, on_step=None) -> tuple[nn.Module, dict]:
+    """The appearance encoder: read from ``work``'s cache, else trained (and cached there)."""
+    from uniseg_cli.models import build_segmenter, segmenter_config_from_dict
+    from uniseg_cli.taxonomy import evidence as E
+    from uniseg_cli.training import checkpoint as C
+
+    cfg = segmenter_config_from_dict(dict(segmenter_config, pretrained=False))
+    torch.manual_seed(p.seed)
+    enc = build_segmenter(cfg).to(device)
+    cached = work / "generic.json" if work is not None else None
+    if cached is not None and cached.is_file():
+        tensors, meta = C.read_checkpoint(work, "generic")
+        enc.load_state_dict({k[len("segmenter."):]: v for k, v in tensors.items()})
+        return enc, dict(meta.get("train", {}), resumed=True)
+    items = [(d, s) for d in data for s in d.adapter.samples(STAGE1_SPLIT)]
+    if not items:
+        raise DataError("no stage-1 training images to train the appearance encoder on",
+                        hint="set generic_iters: 0, or give the datasets training images.")
+    gp = E.GenericParams(iters=p.generic_iters, crop=p.generic_crop, seed=p.seed)
+    info = E.train_generic_encoder(enc, lambda i: items[i][0].adapter.load(items[i][1])[0], len(items), gp,
+                                   device, on_step=on_step)
+    if cached is not None:
+        save_generic_encoder(work, "generic", enc, info)
+    return enc, info
+
+
+def _encoder_child(specs: list[DatasetSpec], p, segmenter_config: dict, work: str, threads: int, step) -> None:
+    """The background process of :class:`BackgroundEncoder`: train the encoder into ``work``, then exit."""
+    import os
+    import sys
+
+    if os.environ.get("UNISEG_DEBUG") != "1":
+        from uniseg_cli.ui import quiet_dependency_warnings
+
+        quiet_dependency_warnings()
+    parent = os.getppid()
+    torch.set_num_threads(threads)
+    try:
+        data = open_datasets(specs, p)
+
+        def on_step(it: int, loss: float) -> None:
+            step.value = it + 1
+            if it % 50 == 0 and os.getppid() != parent:  # the parent was killed: nobody will read the encoder
+                sys.exit(1)
+
+        _generic_encoder(p, data, torch.device("cpu"), segmenter_config, Path(work), on_step)
+    except BaseException:  # the parent trains it again in its own process, where the error is reported
+        sys.exit(1)
+
+
+class BackgroundEncoder:
+    """The appearance encoder trained in a second process while stage 1 trains in this one.
+
+    The two trainings are independent (the encoder sees the images, no labels and no stage-1 weights),
+    so on a CPU with a core that this process's threads leave free they run side by side. The child
+    writes the encoder to the work directory's cache, which :func:`appearance_evidence` then reads;
+    its weights are the ones this process would train (same seed, same code, same thread count where
+    :meth:`start` gives the child this process's count). If the child fails, the caller finds no cache
+    and trains the encoder itself, so its error is raised there with the usual message.
+    """
+
+    def __init__(self, proc, step, iters: int):
+        self.proc, self.step, self.iters = proc, step, iters
+
+    @staticmethod
+    def free_threads() -> int:
+        """Cores this process's torch threads leave free (0 where none); the child needs as many as this
+        process has (so its float sums, and so its weights, are the ones this process would get)."""
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(0, cores - torch.get_num_threads())
+
+    @classmethod
+    def start(cls, specs: Sequence[DatasetSpec], p, segmenter_config: dict, work: Path) -> "BackgroundEncoder | None":
+        """Start the child when it can help: not yet cached, and this process's thread count free beside it.
+        Returns None otherwise (the caller trains the encoder itself, after stage 1)."""
+        import multiprocessing as mp
+
+        threads = torch.get_num_threads()
+        if p.generic_iters <= 0 or cls.free_threads() < threads or (work / "generic.json").is_file():
+            return None
+        work.mkdir(parents=True, exist_ok=True)
+        ctx = mp.get_context("spawn")
+        step = ctx.Value("i", 0)
+        proc = ctx.Process(target=_encoder_child, args=(list(specs), p, segmenter_config, str(work), threads, step),
+                           name="uniseg-appearance-encoder", daemon=True)
+        proc.start()
+        return cls(proc, step, p.generic_iters)
+
+    def wait(self) -> bool:
+        """Wait for the child (with a progress bar); True when it wrote the encoder."""
+        import time
+
+        from uniseg_cli.ui import progress
+
+        with progress() as bar:
+            task = bar.add_task("appearance encoder (background)", total=self.iters, completed=self.step.value)
+            while self.proc.is_alive():
+                self.proc.join(0.25)
+                bar.update(task, completed=self.step.value)
+        return self.proc.exitcode == 0
+
+    def stop(self) -> None:
+        """End the child if it still runs (stage 1 failed or was interrupted)."""
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+
+
 def appearance_evidence(p, data: Sequence[DatasetData], device: torch.device, segmenter_config: dict,
                         work: Path | None = None) -> dict:
     """Train the generic pixel encoder on the stage-1 training images, then measure the label transfer.
 
-    The encoder is cached in ``work`` (so a killed run that resumes does not train it again).
+    The encoder is cached in ``work`` (so a killed run that resumes does not train it again, and an
+    encoder trained by :class:`BackgroundEncoder` is read from there).
 
     Returns:
         {"segmenter": the encoder (eval mode), "train": {iterations, seconds, last_loss, ...},
          "shares": share[a][b] (n_a, n_b) from :func:`uniseg_cli.taxonomy.evidence.transfer_shares`}.
     """
-    from uniseg_cli.models import build_segmenter, segmenter_config_from_dict
     from uniseg_cli.taxonomy import evidence as E
-    from uniseg_cli.training import checkpoint as C
     from uniseg_cli.ui import progress
 
-    cfg = segmenter_config_from_dict(dict(segmenter_config, pretrained=False))
-    torch.manual_seed(p.seed)
-    enc = build_segmenter(cfg).to(device)
-    gp = E.GenericParams(iters=p.generic_iters, crop=p.generic_crop, seed=p.seed)
-    cached = work / "generic.json" if work is not None else None
-    if cached is not None and cached.is_file():
-        tensors, meta = C.read_checkpoint(work, "generic")
-        enc.load_state_dict({k[len("segmenter."):]: v for k, v in tensors.items()})
-        info = dict(meta.get("train", {}), resumed=True)
+    if work is not None and (work / "generic.json").is_file():
+        enc, info = _generic_encoder(p, data, device, segmenter_config, work)
     else:
-        items = [(d, s) for d in data for s in d.adapter.samples(STAGE1_SPLIT)]
-        if not items:
-            raise DataError("no stage-1 training images to train the appearance encoder on",
-                            hint="set generic_iters: 0, or give the datasets training images.")
         with progress() as bar:
-            task = bar.add_task("appearance encoder", total=gp.iters)
-            info = E.train_generic_encoder(enc, lambda i: items[i][0].adapter.load(items[i][1])[0], len(items), gp,
-                                           device, on_step=lambda it, loss: bar.update(task, completed=it + 1))
-        if cached is not None:
-            save_generic_encoder(work, "generic", enc, info)
+            task = bar.add_task("appearance encoder", total=p.generic_iters)
+            enc, info = _generic_encoder(p, data, device, segmenter_config, work,
+                                         on_step=lambda it, loss: bar.update(task, completed=it + 1))
     enc.eval()
     rng = np.random.default_rng(p.seed)
     feats, labels = [], []

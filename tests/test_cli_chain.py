@@ -118,3 +118,21 @@ def test_inspect_shows_the_lineage_down_to_the_descriptions(chain, cli):
 
     walk(json.loads(out)["lineage"])
     assert {"training", "node-estimate", "label-features", "label-descriptions"} <= set(kinds)
+
+
+def test_a_world_that_lacks_a_dataset_of_the_pipeline_names_it_and_the_command_that_rewrites_it(chain, cli, tmp_path):
+    tmp, p, report = chain
+    doc = yaml.safe_load(p.read_text())
+    doc["synth"]["out"] = str(tmp / "world")  # the world the chain wrote (preset tiny) ...
+    for d in doc["datasets"]:
+        d["root"] = str(tmp / d["root"])
+    doc["datasets"].append({"name": "wildroad", "root": str(tmp / "world" / "wildroad"), "role": "unseen"})  # ... has none
+    doc["artifacts"] = str(tmp_path / "arts")
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    before = sorted(x.name for x in (tmp / "world").iterdir())
+    code, out, err = cli("run", str(tmp_path / "pipeline.yaml"))
+    assert code == 4, err
+    assert "wildroad are missing" in err and "already holds a synthetic world" in err
+    assert f"uniseg synth --out {tmp / 'world'} --preset tiny --seed 1 --force" in err
+    assert sorted(x.name for x in (tmp / "world").iterdir()) == before  # the world is left as it was
+    assert not (tmp_path / "arts").exists()

@@ -232,16 +232,22 @@ def ensure_synth(p: Pipeline) -> dict | None:
     if not missing:
         return None
     from uniseg_cli.data.synthetic import make_world
+    from uniseg_cli.errors import OutputExistsError
 
     out = p.base / str(p.synth["out"])
+    seed, preset = int(p.synth.get("seed", 0)), str(p.synth.get("preset", "default"))
+    anonymize = bool(p.synth.get("anonymize", False))
     info(f"synth: writing the synthetic world to {out} (missing: {', '.join(d.name for d in missing)})")
     t0 = time.time()
-    world = make_world(
-        out,
-        seed=int(p.synth.get("seed", 0)),
-        preset=str(p.synth.get("preset", "default")),
-        anonymize=bool(p.synth.get("anonymize", False)),
-    )
+    try:
+        world = make_world(out, seed=seed, preset=preset, anonymize=anonymize)
+    except OutputExistsError as e:  # an older world (another preset or version) that lacks a dataset of this pipeline
+        again = f"uniseg synth --out {out} --preset {preset} --seed {seed}{' --anonymize' if anonymize else ''} --force"
+        raise OutputExistsError(
+            f"{p.path}: dataset(s) {', '.join(d.name for d in missing)} are missing, but {out} already holds a "
+            f"synthetic world ({e.message.rpartition('(')[2].rstrip(')')}), written by another preset or version",
+            hint=f"write it afresh with `{again}` (or remove {out}); every stage whose data changed re-runs.",
+        ) from None
     still = [d.name for d in p.datasets if not Path(d.root).exists()]
     if still:
         raise UsageError(

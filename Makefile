@@ -17,6 +17,8 @@ setup: $(BIN)/.installed
 # Sets up the environment and runs the demo pipeline on the embedded synthetic world.
 # One BLAS/OpenMP thread: the demo's tiny models run faster single-threaded, and oversubscribed
 # threads on a busy 2-core machine made training ten times slower (override: OMP_NUM_THREADS=2 make demo).
+# The second core still works: estimate-nodes trains its appearance encoder in a second process and
+# train loads data in a worker (bench/second_core.py).
 demo: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/uniseg run pipeline.yaml
 

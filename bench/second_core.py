@@ -21,7 +21,6 @@ On a busy machine the ratios move; only figures from one run compare.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shutil
@@ -37,7 +36,6 @@ SCALED = {"estimate-nodes": ("iters", "generic_iters"), "train": ("gnn_iters", "
 
 def pipeline(world: Path, scale: float, estimate: dict, train: dict) -> dict:
     doc = yaml.safe_load((ROOT / "pipeline.yaml").read_text())
-    doc = copy.deepcopy(doc)
     doc.pop("synth", None)
     for d in doc["datasets"]:
         d["root"] = str(world / d["name"])

@@ -241,11 +241,11 @@ def ensure_synth(p: Pipeline) -> dict | None:
     t0 = time.time()
     try:
         world = make_world(out, seed=seed, preset=preset, anonymize=anonymize)
-    except OutputExistsError as e:  # an older world (another preset or version) that lacks a dataset of this pipeline
+    except OutputExistsError:  # an older world (another preset or version) that lacks a dataset of this pipeline
         again = f"uniseg synth --out {out} --preset {preset} --seed {seed}{' --anonymize' if anonymize else ''} --force"
         raise OutputExistsError(
             f"{p.path}: dataset(s) {', '.join(d.name for d in missing)} are missing, but {out} already holds a "
-            f"synthetic world ({e.message.rpartition('(')[2].rstrip(')')}), written by another preset or version",
+            "synthetic world, written by another preset or version",
             hint=f"write it afresh with `{again}` (or remove {out}); every stage whose data changed re-runs.",
         ) from None
     still = [d.name for d in p.datasets if not Path(d.root).exists()]

@@ -194,7 +194,7 @@ def run(ctx: StageContext) -> A.Artifact:
         if p.multihead:
             model, train_info = stage1.load_multihead(p.multihead, data, dist.device), {"trained": False, "from": p.multihead}
         else:
-            if p.generic_background and p.generic_iters > 0 and dist.world_size == 1 and dist.device.type == "cpu":
+            if p.generic_background and dist.world_size == 1 and dist.device.type == "cpu":
                 background = stage1.BackgroundEncoder.start(datasets, p, stage1.segmenter_config(p), work_dir(ctx))
                 if background is not None:
                     info("appearance encoder: training in a second process beside stage 1")

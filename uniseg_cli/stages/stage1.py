@@ -205,11 +205,10 @@ def train_multihead(p, data: Sequence[DatasetData], dist, work: Path, config: di
         (the trained model, {iterations, resumed_from, last (losses), seconds}).
     """
     from uniseg_cli.data.loader import make_train_loader
-    from uniseg_cli.models import SegmenterConfig
     from uniseg_cli.training.engine import OptimConfig, Phase, Trainer
 
     torch.manual_seed(p.seed)
-    seg_cfg = SegmenterConfig(backbone=p.backbone, embed_dim=p.embed_dim, pretrained=p.pretrained).to_dict()
+    seg_cfg = dict(segmenter_config(p), pretrained=p.pretrained)
     model = build_model(seg_cfg, [len(d.classes) for d in data])
     model.segmenter.config = dataclasses.replace(model.segmenter.config, pretrained=False)  # weights now live in our checkpoints
     names = [d.name for d in data]
@@ -393,6 +392,10 @@ def save_generic_encoder(directory: Path, stem: str, enc: nn.Module, train_info:
                               {"kind": "uniseg.generic-encoder", "segmenter": enc.config.to_dict(), "train": train_info})
 
 
+def _encoder_cached(work: Path | None) -> bool:
+    return work is not None and (work / "generic.json").is_file()
+
+
 def _generic_encoder(p, data: Sequence[DatasetData], device: torch.device, segmenter_config: dict,
                      work: Path | None, on_step=None) -> tuple[nn.Module, dict]:
     """The appearance encoder: read from ``work``'s cache, else trained (and cached there)."""
@@ -403,8 +406,7 @@ def _generic_encoder(p, data: Sequence[DatasetData], device: torch.device, segme
     cfg = segmenter_config_from_dict(dict(segmenter_config, pretrained=False))
     torch.manual_seed(p.seed)
     enc = build_segmenter(cfg).to(device)
-    cached = work / "generic.json" if work is not None else None
-    if cached is not None and cached.is_file():
+    if _encoder_cached(work):
         tensors, meta = C.read_checkpoint(work, "generic")
         enc.load_state_dict({k[len("segmenter."):]: v for k, v in tensors.items()})
         return enc, dict(meta.get("train", {}), resumed=True)
@@ -415,7 +417,7 @@ def _generic_encoder(p, data: Sequence[DatasetData], device: torch.device, segme
     gp = E.GenericParams(iters=p.generic_iters, crop=p.generic_crop, seed=p.seed)
     info = E.train_generic_encoder(enc, lambda i: items[i][0].adapter.load(items[i][1])[0], len(items), gp,
                                    device, on_step=on_step)
-    if cached is not None:
+    if work is not None:
         save_generic_encoder(work, "generic", enc, info)
     return enc, info
 
@@ -474,7 +476,7 @@ class BackgroundEncoder:
         import multiprocessing as mp
 
         threads = torch.get_num_threads()
-        if p.generic_iters <= 0 or cls.free_threads() < threads or (work / "generic.json").is_file():
+        if p.generic_iters <= 0 or cls.free_threads() < threads or _encoder_cached(work):
             return None
         work.mkdir(parents=True, exist_ok=True)
         ctx = mp.get_context("spawn")
@@ -518,7 +520,7 @@ def appearance_evidence(p, data: Sequence[DatasetData], device: torch.device, se
     from uniseg_cli.taxonomy import evidence as E
     from uniseg_cli.ui import progress
 
-    if work is not None and (work / "generic.json").is_file():
+    if _encoder_cached(work):
         enc, info = _generic_encoder(p, data, device, segmenter_config, work)
     else:
         with progress() as bar:

@@ -64,6 +64,19 @@ def test_debug_shows_the_traceback(cli, tmp_path):
     assert code == 3 and "Traceback" in err
 
 
+def test_debug_after_the_command_shows_the_traceback_and_reaches_child_processes(cli, tmp_path):
+    import os
+
+    code, out, err = cli("inspect", str(tmp_path / "nope"), "--debug")
+    assert code == 3 and "Traceback" in err and "No such option" not in err
+    assert os.environ.get("UNISEG_DEBUG") == "1"  # what a spawned process inherits
+
+
+def test_debug_after_a_double_dash_is_an_argument(cli, tmp_path):
+    code, out, err = cli("inspect", "--", "--debug")
+    assert code == 3 and "Traceback" not in err and "--debug" in err
+
+
 def test_usage_error_is_exit_2(cli):
     code, out, err = cli("run", "--no-such-flag")
     assert code == 2

@@ -1025,7 +1025,12 @@ def convert_cmd(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the app; turn known errors into ``Error:``/``Hint:`` and an exit code."""
-    debug = os.environ.get("UNISEG_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[:cut]:  # anywhere before `--`, as the hint says: `uniseg train ... --debug` too
+        argv = [a for a in argv[:cut] if a != "--debug"] + argv[cut:]
+        os.environ["UNISEG_DEBUG"] = "1"  # and so every process the command starts
+    debug = os.environ.get("UNISEG_DEBUG") == "1"
     if not debug:
         from uniseg_cli.ui import quiet_dependency_warnings
 

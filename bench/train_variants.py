@@ -9,12 +9,14 @@ dataset through the unseen protocol.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_variants.py '{}' '{"lr": 0.01}' \\
         '{"label_logits": "sum"}' '{"_est": {"iters": 3000}, "final_iters": 2200, "prune_at": 1100}' \\
-        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--preset quality] [--backbone tiny-wide] [--language] [--same-trainer]
+        [--out bench-out/quality] [--world default|anonymized] [--seed 0] [--preset quality] [--backbone tiny-wide] [--language] [--same-trainer] [--identity]
 
 ``--language`` also trains the language-only merge (bench/quality.py's) with each variant's train params,
 from the same stage-1 model, and prints its line beside uniseg's: a variant that helps both is no lead.
 ``--same-trainer`` also trains the language-only baseline's trainer (fixed mapping, no stage 2) with
 uniseg's own initial mapping: against ``--language`` it separates the mapping from the training.
+``--identity`` trains that trainer with one node per label (no merges at all): Multi-SegHead's label
+spaces through stage 3's schedule, which separates the schedule (stage 1, then a restart) from the taxonomy.
 
 With ``--out`` shared with bench/quality.py the demo's own artifacts are reused. About 2-4 min per train
 variant on 2 cores (plus stage 1 and the appearance encoder, about 4 min, when ``_est`` changes them).
@@ -27,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import Method, language_taxonomy, score, taxonomy_scores, world  # noqa: E402
@@ -35,11 +39,11 @@ from quality_models import (demo_budget, demo_sections, run_stage, split_budget,
                             uniseg_model)
 
 from uniseg_cli.data.synthetic import PRESETS  # noqa: E402
-from uniseg_cli.taxonomy.schema import read_taxonomy  # noqa: E402
+from uniseg_cli.taxonomy.schema import Taxonomy, read_taxonomy  # noqa: E402
 
 
 def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language: bool = False,
-                same_trainer: bool = False, preset: str = "quality") -> dict:
+                same_trainer: bool = False, preset: str = "quality", identity: bool = False) -> dict:
     info, train_specs, unseen_specs = world(out, preset, seed, anonymize)
     specs = [*train_specs, *unseen_specs]
     root = out / "artifacts"
@@ -66,6 +70,12 @@ def run_variant(out: Path, anonymize: bool, over: dict, seed: int = 0, language:
         fixed["language"] = language_taxonomy(feats, train_specs, truth)[0]
     if same_trainer:
         fixed["same-trainer"] = read_taxonomy(nodes.path / "init_mapping.parquet")
+    if identity:
+        classes = {n: list(truth.datasets[n]) for n in truth.datasets}
+        sizes = [len(c) for c in classes.values()]
+        offsets = np.cumsum([0, *sizes])
+        maps = {n: np.eye(offsets[-1], dtype=bool)[offsets[k]:offsets[k + 1]] for k, n in enumerate(classes)}
+        fixed["identity"] = Taxonomy.from_mappings(maps, datasets=classes)
     for name, tax in fixed.items():
         t0 = time.time()
         model = train_fixed_mapping(root, train_specs, tax, demo_budget(), arts,
@@ -98,6 +108,8 @@ def main() -> None:
     ap.add_argument("--language", action="store_true", help="also train the language-only merge with each variant")
     ap.add_argument("--same-trainer", action="store_true",
                     help="also train the language-only trainer with uniseg's initial mapping")
+    ap.add_argument("--identity", action="store_true",
+                    help="also train that trainer with one node per label (Multi-SegHead's spaces, stage 3's schedule)")
     args = ap.parse_args()
     quality_models.use_backbone(args.backbone)
     for text in args.variants:
@@ -108,9 +120,10 @@ def main() -> None:
         if not isinstance(over, dict):
             ap.error(f"variant {text!r} must be a JSON object")
         r = run_variant(Path(args.out), args.world == "anonymized", over, args.seed, args.language, args.same_trainer,
-                        args.preset)
+                        args.preset, args.identity)
         print(f"{json.dumps(over)}: uniseg {_line(r, ', ' + r['train'])}", flush=True)
-        for key, label in (("language", "language-only"), ("same-trainer", "language-only trainer, uniseg's mapping")):
+        for key, label in (("language", "language-only"), ("same-trainer", "language-only trainer, uniseg's mapping"),
+                           ("identity", "the same trainer, one node per label")):
             if key in r:
                 print(f"{json.dumps(over)}: {label} {_line(r[key], '')}", flush=True)
 

@@ -949,8 +949,10 @@ def taxonomy_show_cmd(
     if json_out:
         emit({"path": str(path), "datasets": {d: list(c) for d, c in tax.datasets.items()}, "nodes": rows})
         return
-    title = f"{path}: {len(rows)} of {tax.num_nodes} unified nodes"
-    Console(highlight=False, soft_wrap=False).print(show_table(tax, rows, datasets=dataset, title=title))
+    console = Console(highlight=False, soft_wrap=False)
+    # the heading on its own line: as a table title rich would wrap it to the (often narrow) table's width
+    console.print(f"{path}: {len(rows)} of {tax.num_nodes} unified nodes", markup=False, soft_wrap=True)
+    console.print(show_table(tax, rows, datasets=dataset))
 
 # ------------------------------------------------------------------------------------ real datasets (issue 9)
 

@@ -892,6 +892,7 @@ def predict_cmd(
       uniseg predict --dataset data/synth/drive_a --split val --json | jq -r '.images[].label'
     """
     from uniseg_cli import artifacts as A
+    from uniseg_cli.data.specs import parse_dataset_arg
     from uniseg_cli.stages.predict import (
         PredictParams, check_outputs, check_space, collect_images, load_predictor, run_predict,
     )

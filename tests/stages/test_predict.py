@@ -1,5 +1,6 @@
 """`uniseg predict`: inputs, sliding window, label spaces, outputs that never overwrite silently."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,17 +251,40 @@ def test_unknown_space_is_refused_before_the_model_loads(tmp_path, cli, _artifac
     assert code == 2 and "'zoo'" in err and "city, mall" in err
 
 
-def test_images_of_a_dataset_split(tmp_path):
-    from uniseg_cli.data.base import DatasetSpec
+def _write_tiny_dataset(root):
+    """A generic-format dataset: one train image, two val images, 8x8."""
     from uniseg_cli.data.generic import write_labels_yaml
 
-    root = tmp_path / "ds"
     write_labels_yaml(root, "tinyset", ["a", "b"], 255)
     for split, n in (("train", 1), ("val", 2)):
         imgs = _write_images(root / "images" / split, [(8, 8)] * n)
         (root / "annotations" / split).mkdir(parents=True)
         for p in imgs:
             Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "annotations" / split / p.name)
+    return root
+
+
+def test_predict_cli_reads_a_dataset_split(tmp_path, cli, _artifacts_root):
+    _tiny_training_artifact(_artifacts_root)
+    root = _write_tiny_dataset(tmp_path / "ds")
+    code, stdout, err = cli("predict", "--dataset", root, "--out", tmp_path / "o", "--space", "mall", "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert [Path(e["label"]).name for e in doc["images"]] == ["img0.png", "img1.png"]  # the val split by default
+    for e in doc["images"]:
+        assert np.asarray(Image.open(e["label"])).shape == (8, 8)
+    code, stdout, err = cli("predict", "--dataset", f"t=generic:{root}", "--split", "train", "--out", tmp_path / "t",
+                            "--json")
+    assert code == 0, err
+    assert len(json.loads(stdout)["images"]) == 1
+    code, _, err = cli("predict", "--dataset", f"t=nosuchformat:{root}", "--out", tmp_path / "x")
+    assert code == 2 and "nosuchformat" in err
+
+
+def test_images_of_a_dataset_split(tmp_path):
+    from uniseg_cli.data.base import DatasetSpec
+
+    root = _write_tiny_dataset(tmp_path / "ds")
     spec = DatasetSpec(name="tinyset", root=str(root))
     items = collect_images([], [spec])
     assert [it.name for it in items] == ["tinyset/img0", "tinyset/img1"]  # the val split by default

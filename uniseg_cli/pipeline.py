@@ -21,7 +21,6 @@ whose run id (kind, params, input hashes) already exists and verifies is skipped
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,9 @@ import yaml
 
 from uniseg_cli import artifacts as A
 from uniseg_cli import stages as S
-from uniseg_cli.config import build_params, coerce, to_dict
+from uniseg_cli.config import build_params, coerce
 from uniseg_cli.data.base import DatasetSpec
-from uniseg_cli.errors import ArtifactError, UnisegError, UsageError
+from uniseg_cli.errors import UnisegError, UsageError
 from uniseg_cli.ui import console, info
 
 TOP_KEYS = {"artifacts", "synth", "datasets", "stages", "truth"}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -197,7 +196,7 @@ def execute(ctx: StageContext, *, skip_existing: bool = False) -> tuple[A.Artifa
         if problems:
             raise ArtifactError(
                 f"{ctx.spec.kind} {run_id} exists at {existing.path} but failed verification: " + "; ".join(problems),
-                hint=f"re-run with --force to rebuild it.",
+                hint="re-run with --force to rebuild it.",
             )
         A.check_absent(ctx.root, ctx.spec.kind, run_id, force=False)  # raises exit 4
     art = ctx.spec.run(ctx)

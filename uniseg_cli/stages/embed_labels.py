@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from uniseg_cli import artifacts as A
-from uniseg_cli.errors import ArtifactError, UsageError
+from uniseg_cli.errors import ArtifactError
 from uniseg_cli.stages import StageContext, StageSpec, register
 from uniseg_cli.stages.describe_labels import DescriptionRow, read_descriptions
 from uniseg_cli.text import encoders as E

@@ -27,11 +27,9 @@ rank 0 alone writes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 
 from uniseg_cli import artifacts as A
 from uniseg_cli.errors import UsageError

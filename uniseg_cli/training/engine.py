@@ -51,7 +51,6 @@ import dataclasses
 import hashlib
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 

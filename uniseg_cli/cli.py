@@ -809,7 +809,8 @@ def evaluate_cmd(
         unified = s.get("unified_mean_miou")
         for name, v in (s.get("miou") or {}).items():
             out(f"{name:<24} mIoU {v if v is not None else '-':>6}")
-        out(f"{'mean':<24} mIoU {s.get('mean_miou')}" + (f"  (unified space {unified})" if unified is not None else ""))
+        if s.get("mean_miou") is not None:  # no line when only unseen datasets were scored
+            out(f"{'mean':<24} mIoU {s['mean_miou']:>6}" + (f"  (unified space {unified})" if unified is not None else ""))
         for name, v in (s.get("unseen_miou") or {}).items():
             out(f"{name + ' (unseen)':<24} mIoU {v if v is not None else '-':>6}")
 

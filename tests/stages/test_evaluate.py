@@ -133,3 +133,11 @@ def test_cli_evaluate_json(trained, cli):
     assert code == 0, err
     obj = json.loads(out)
     assert obj["kind"] == "evaluation" and set(obj["summary"]["miou"]) == {s.name for s in specs if s.role == "train"}
+    # the table: one line per dataset; with only an unseen dataset given, no mean line of training datasets
+    unseen = [s for s in specs if s.role == "unseen"]
+    args = ["evaluate", "--artifacts", str(root), "--train", str(train_art.path), "--max-images", "2"]
+    code, out, err = cli(*args, *[a for s in unseen for a in ("--dataset", f"{s.name}={s.root}@unseen")])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [ln.split()[0] for ln in lines[:-1]] == [s.name for s in unseen] and "None" not in out
+    assert lines[-1].startswith(str(root))

@@ -174,6 +174,13 @@ def test_lock_file_is_stable_and_sorted(tmp_path):
     assert list(lock) == sorted(lock)
 
 
+def test_a_misspelt_stage_gets_a_suggestion(tmp_path):
+    p = _write(tmp_path, stages={"toy-count": {"factor": 2}, "toy-summ": {}})
+    with pytest.raises(UsageError) as ei:
+        load_pipeline(p)
+    assert "unknown stage 'toy-summ' (did you mean toy-sum?)" in ei.value.message
+
+
 def test_validation_lists_every_problem_with_its_line(tmp_path):
     p = _write(
         tmp_path,

@@ -21,6 +21,7 @@ whose run id (kind, params, input hashes) already exists and verifies is skipped
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import time
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,9 @@ def load_pipeline(path: str | Path, *, check_roots: bool = True) -> Pipeline:
     avail = S.available_stages()
     for name, sec in raw_st.items():
         if name not in avail:
-            err(("stages", name), f"unknown stage {name!r} (stages: {', '.join(avail)})")
+            close = difflib.get_close_matches(str(name), avail, n=1)
+            err(("stages", name), f"unknown stage {name!r}" + (f" (did you mean {close[0]}?)" if close else "")
+                + f" (stages: {', '.join(avail)})")
             continue
         sec = sec or {}
         if not isinstance(sec, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -56,11 +57,21 @@ def demo_budget() -> int:
 
 
 def run_stage(name: str, root: Path, datasets: Sequence, flags: dict, inputs: dict | None = None) -> A.Artifact:
-    """Run one stage through the stage protocol, reusing an existing artifact of the same recipe."""
-    ctx = stage_context(None, name, flags=flags, inputs=inputs or {}, datasets=list(datasets), root=Path(root),
-                        force=False, argv=["bench/quality.py", name])
-    art, _ = S.execute(ctx, skip_existing=True)
-    return art
+    """Run one stage through the stage protocol, reusing an existing artifact of the same recipe.
+
+    Bench processes side by side under one ``--out`` share artifacts (the label text of every world is
+    the same): while another process publishes the same run id this one waits, then reuses its result.
+    """
+    from uniseg_cli.errors import BusyError
+
+    while True:
+        ctx = stage_context(None, name, flags=flags, inputs=inputs or {}, datasets=list(datasets), root=Path(root),
+                            force=False, argv=["bench/quality.py", name])
+        try:
+            art, _ = S.execute(ctx, skip_existing=True)
+            return art
+        except BusyError:
+            time.sleep(5.0)
 
 
 def split_budget(budget: int) -> tuple[dict, dict]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from uniseg_cli import __version__
-from uniseg_cli.errors import ArtifactError, OutputExistsError, UsageError
+from uniseg_cli.errors import ArtifactError, BusyError, OutputExistsError, UsageError
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "uniseg.manifest/1"
@@ -372,7 +372,7 @@ def _lock(root: Path, kind: str, run_id: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise OutputExistsError(
+                raise BusyError(
                     f"another process is publishing {kind} {run_id} right now",
                     hint="wait for it to finish; its result will be reused.",
                 )

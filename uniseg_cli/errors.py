@@ -9,6 +9,7 @@ Library and stage code raise these; only :func:`uniseg_cli.cli.main` prints them
 | 2    | UsageError            | bad flags, bad pipeline/config file, bad value                     |
 | 3    | ArtifactError         | an input artifact or file is missing, incomplete, corrupt, foreign |
 | 4    | OutputExistsError     | the output already exists; re-run with ``--force``                 |
+| 4    | BusyError             | another process is publishing the same run right now; wait, reuse  |
 | 5    | DataError             | a dataset on disk is malformed (names the file and the fault)      |
 | 6    | ServiceError          | a remote service (LLM API) or model could not be used              |
 | 130  |                       | interrupted (Ctrl-C)                                               |
@@ -40,6 +41,10 @@ class ArtifactError(UnisegError):
 
 class OutputExistsError(UnisegError):
     exit_code = 4
+
+
+class BusyError(OutputExistsError):
+    """Another process holds the publishing lock of the same run id (its result will be reusable)."""
 
 
 class DataError(UnisegError):

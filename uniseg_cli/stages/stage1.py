@@ -488,7 +488,6 @@ class BackgroundEncoder:
 
     def wait(self) -> bool:
         """Wait for the child (with a progress bar); True when it wrote the encoder."""
-
         from uniseg_cli.ui import progress
 
         with progress() as bar:

@@ -30,7 +30,6 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-
 from uniseg_cli import artifacts as A
 from uniseg_cli.errors import UsageError
 from uniseg_cli.stages import StageContext, StageSpec, register
